@@ -1,0 +1,439 @@
+//! [`Client`]: connect, enqueue, read and wait for results, follow events, and store
+//! handler code and routes.
+
+use std::time::Duration;
+
+use async_nats::HeaderMap;
+use async_nats::jetstream::{self, consumer, kv, message::PublishMessage};
+use bytes::Bytes;
+use futures::{Stream, StreamExt, TryStreamExt};
+use sha2::{Digest, Sha256};
+
+use crate::error::{ClientError, NatsContext};
+use crate::layout::{self, Layout};
+use crate::model::{Job, JobEvent, JobEventType, JobResult, Route};
+use crate::{nats, wire};
+
+/// What an enqueue did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Enqueued {
+    /// The job's id.
+    pub job_id: String,
+    /// The job's sequence in the jobs stream.
+    pub sequence: u64,
+    /// True when the job id had already been enqueued inside the duplicate window, so
+    /// this call added nothing.
+    pub duplicate: bool,
+}
+
+/// Where a stream of events starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum EventsFrom {
+    /// From the oldest event still kept.
+    #[default]
+    Start,
+    /// Only events published from now on.
+    Now,
+}
+
+/// A connection to jobbox's NATS layout.
+///
+/// Cheap to clone; clones share one NATS connection.
+#[derive(Debug, Clone)]
+pub struct Client {
+    nats: async_nats::Client,
+    js: jetstream::Context,
+    layout: Layout,
+}
+
+impl Client {
+    /// Connects to `url` and creates jobbox's streams and buckets where missing.
+    ///
+    /// ```no_run
+    /// # async fn demo() -> Result<(), jobbox::ClientError> {
+    /// let client = jobbox::Client::connect("nats://127.0.0.1:4222").await?;
+    /// let job = jobbox::Job::json("word-count", &serde_json::json!({"text": "a b a"}))?;
+    /// let enqueued = client.enqueue(&job).await?;
+    /// let result = client
+    ///     .wait_result(&enqueued.job_id, std::time::Duration::from_secs(30))
+    ///     .await?;
+    /// println!("{:?}", result.status);
+    /// # Ok(()) }
+    /// ```
+    pub async fn connect(url: &str) -> Result<Self, ClientError> {
+        let nats = async_nats::ConnectOptions::new()
+            .name("jobbox")
+            .connection_timeout(Duration::from_secs(5))
+            .connect(url)
+            .await
+            .map_err(|source| ClientError::Connect {
+                url: url.to_string(),
+                source,
+            })?;
+        Self::from_nats(nats).await
+    }
+
+    /// Uses an existing NATS connection.
+    pub async fn from_nats(nats: async_nats::Client) -> Result<Self, ClientError> {
+        let js = jetstream::new(nats.clone());
+        let layout = layout::ensure(&js).await?;
+        Ok(Self { nats, js, layout })
+    }
+
+    /// The NATS connection.
+    pub fn nats(&self) -> &async_nats::Client {
+        &self.nats
+    }
+
+    /// The JetStream context.
+    pub fn jetstream(&self) -> &jetstream::Context {
+        &self.js
+    }
+
+    /// Handles on every jobbox bucket.
+    pub fn layout(&self) -> &Layout {
+        &self.layout
+    }
+
+    /// Enqueues `job`: validates it, records an ENQUEUED event, then publishes it with
+    /// `Nats-Msg-Id` = job id, so a retried enqueue never makes a second job.
+    pub async fn enqueue(&self, job: &Job) -> Result<Enqueued, ClientError> {
+        job.validate()?;
+        let event = JobEvent::new(JobEventType::Enqueued, job);
+        self.publish_event_with_id(&event, &format!("{}.enqueued", job.id))
+            .await?
+            .await
+            .during(|| format!("record ENQUEUED for job {}", job.id))?;
+        let ack = self
+            .publish_job(job)
+            .await?
+            .await
+            .during(|| format!("enqueue job {}", job.id))?;
+        Ok(Enqueued {
+            job_id: job.id.clone(),
+            sequence: ack.sequence,
+            duplicate: ack.duplicate,
+        })
+    }
+
+    /// Enqueues many jobs, pipelining the publishes: all ENQUEUED events first, then
+    /// all jobs. Returns one outcome per job, in order.
+    pub async fn enqueue_many(
+        &self,
+        jobs: &[Job],
+    ) -> Result<Vec<Result<Enqueued, ClientError>>, ClientError> {
+        let mut outcomes: Vec<Result<(), ClientError>> = Vec::with_capacity(jobs.len());
+        let mut event_acks = Vec::with_capacity(jobs.len());
+        for job in jobs {
+            let sent = match job.validate() {
+                Ok(()) => {
+                    let event = JobEvent::new(JobEventType::Enqueued, job);
+                    self.publish_event_with_id(&event, &format!("{}.enqueued", job.id))
+                        .await
+                        .map(Some)
+                }
+                Err(invalid) => Err(invalid.into()),
+            };
+            match sent {
+                Ok(ack) => {
+                    event_acks.push(ack);
+                    outcomes.push(Ok(()));
+                }
+                Err(e) => {
+                    event_acks.push(None);
+                    outcomes.push(Err(e));
+                }
+            }
+        }
+        for (ack, outcome) in event_acks.into_iter().zip(outcomes.iter_mut()) {
+            if let Some(ack) = ack
+                && let Err(e) = ack.await
+            {
+                *outcome = Err(ClientError::nats("record ENQUEUED", e));
+            }
+        }
+        let mut job_acks = Vec::with_capacity(jobs.len());
+        for (job, outcome) in jobs.iter().zip(&outcomes) {
+            job_acks.push(match outcome {
+                Ok(()) => Some(self.publish_job(job).await),
+                Err(_) => None,
+            });
+        }
+        let mut results = Vec::with_capacity(jobs.len());
+        for ((job, outcome), ack) in jobs.iter().zip(outcomes).zip(job_acks) {
+            results.push(match (outcome, ack) {
+                (Err(e), _) => Err(e),
+                (Ok(()), Some(Ok(ack))) => ack
+                    .await
+                    .during(|| format!("enqueue job {}", job.id))
+                    .map(|ack| Enqueued {
+                        job_id: job.id.clone(),
+                        sequence: ack.sequence,
+                        duplicate: ack.duplicate,
+                    }),
+                (Ok(()), Some(Err(e))) => Err(e),
+                (Ok(()), None) => Err(ClientError::NotFound("publish".into())),
+            });
+        }
+        Ok(results)
+    }
+
+    async fn publish_job(
+        &self,
+        job: &Job,
+    ) -> Result<jetstream::context::PublishAckFuture, ClientError> {
+        let payload = wire::encode(job)?;
+        self.js
+            .send_publish(
+                nats::job_subject(&job.queue, job.priority),
+                PublishMessage::build()
+                    .payload(Bytes::from(payload))
+                    .message_id(&job.id),
+            )
+            .await
+            .during(|| format!("publish job {}", job.id))
+    }
+
+    /// Publishes `event` on its subject; the returned future resolves when JetStream
+    /// has stored it.
+    pub async fn publish_event(
+        &self,
+        event: &JobEvent,
+    ) -> Result<jetstream::context::PublishAckFuture, ClientError> {
+        let payload = wire::encode(event)?;
+        self.js
+            .publish(event_subject(event), Bytes::from(payload))
+            .await
+            .during(|| format!("publish {} event", event.event_type.as_str()))
+    }
+
+    async fn publish_event_with_id(
+        &self,
+        event: &JobEvent,
+        id: &str,
+    ) -> Result<jetstream::context::PublishAckFuture, ClientError> {
+        let payload = wire::encode(event)?;
+        let mut headers = HeaderMap::new();
+        headers.insert(async_nats::header::NATS_MESSAGE_ID, id);
+        self.js
+            .publish_with_headers(event_subject(event), headers, Bytes::from(payload))
+            .await
+            .during(|| format!("publish {} event", event.event_type.as_str()))
+    }
+
+    /// The job's result, if it has one.
+    pub async fn result(&self, job_id: &str) -> Result<Option<JobResult>, ClientError> {
+        let entry = self
+            .layout
+            .results
+            .get(job_id)
+            .await
+            .during(|| format!("read the result of job {job_id}"))?;
+        entry
+            .map(|bytes| wire::decode(&bytes))
+            .transpose()
+            .map_err(Into::into)
+    }
+
+    /// Waits up to `timeout` for the job's result.
+    pub async fn wait_result(
+        &self,
+        job_id: &str,
+        timeout: Duration,
+    ) -> Result<JobResult, ClientError> {
+        // Watch first, then read: a result written in between is seen by one of them.
+        let mut watch = self
+            .layout
+            .results
+            .watch(job_id)
+            .await
+            .during(|| format!("watch the result of job {job_id}"))?;
+        if let Some(result) = self.result(job_id).await? {
+            return Ok(result);
+        }
+        let wait = async {
+            while let Some(entry) = watch.next().await {
+                let entry = entry.during(|| format!("watch the result of job {job_id}"))?;
+                if entry.operation == kv::Operation::Put {
+                    return Ok(wire::decode::<JobResult>(&entry.value)?);
+                }
+            }
+            Err(ClientError::NotFound(format!("result of job {job_id}")))
+        };
+        tokio::time::timeout(timeout, wait)
+            .await
+            .map_err(|_| ClientError::Timeout(timeout, format!("the result of job {job_id}")))?
+    }
+
+    /// Follows job events: all (`None, None`), one queue, or one job.
+    pub async fn events(
+        &self,
+        queue: Option<&str>,
+        job_id: Option<&str>,
+        from: EventsFrom,
+    ) -> Result<impl Stream<Item = Result<JobEvent, ClientError>> + use<>, ClientError> {
+        Ok(self
+            .events_with_sequence(queue, job_id, from)
+            .await?
+            .map_ok(|(_, event)| event))
+    }
+
+    /// Like [`Client::events`], with each event's sequence in the events stream.
+    pub async fn events_with_sequence(
+        &self,
+        queue: Option<&str>,
+        job_id: Option<&str>,
+        from: EventsFrom,
+    ) -> Result<impl Stream<Item = Result<(u64, JobEvent), ClientError>> + use<>, ClientError> {
+        let filter = nats::events_filter(queue, job_id);
+        let stream = self
+            .js
+            .get_stream(nats::EVENTS_STREAM)
+            .await
+            .during(|| "open the events stream".to_string())?;
+        let deliver_policy = match from {
+            EventsFrom::Start => consumer::DeliverPolicy::All,
+            EventsFrom::Now => consumer::DeliverPolicy::New,
+        };
+        let consumer = stream
+            .create_consumer(consumer::pull::OrderedConfig {
+                filter_subject: filter.clone(),
+                deliver_policy,
+                ..Default::default()
+            })
+            .await
+            .during(|| format!("follow events on {filter}"))?;
+        let messages = consumer
+            .messages()
+            .await
+            .during(|| format!("follow events on {filter}"))?;
+        Ok(messages
+            .map_err(|e| ClientError::nats("read an event", e))
+            .and_then(|message| async move {
+                let sequence = message.info().map(|info| info.stream_sequence).unwrap_or(0);
+                Ok((sequence, wire::decode::<JobEvent>(&message.payload)?))
+            }))
+    }
+
+    /// Stores a handler component in the object store under its digest and returns
+    /// the digest. Storing the same bytes twice is a no-op.
+    ///
+    /// This does not validate the component: `jobbox handler deploy` does that with
+    /// the worker's own sandbox before calling this.
+    pub async fn put_handler(&self, wasm: &[u8]) -> Result<String, ClientError> {
+        let digest = digest_of(wasm);
+        let name = nats::handler_object(&digest);
+        if self.layout.handlers.info(&name).await.is_ok() {
+            return Ok(digest);
+        }
+        let mut reader = wasm;
+        self.layout
+            .handlers
+            .put(name.as_str(), &mut reader)
+            .await
+            .during(|| format!("store handler {digest}"))?;
+        Ok(digest)
+    }
+
+    /// Reads a handler component and checks that its bytes match `digest`.
+    pub async fn get_handler(&self, digest: &str) -> Result<Vec<u8>, ClientError> {
+        use tokio::io::AsyncReadExt as _;
+        let name = nats::handler_object(digest);
+        let mut object = self
+            .layout
+            .handlers
+            .get(&name)
+            .await
+            .map_err(|e| ClientError::NotFound(format!("handler object {name} ({e})")))?;
+        let mut bytes = Vec::new();
+        object
+            .read_to_end(&mut bytes)
+            .await
+            .during(|| format!("read handler {digest}"))?;
+        let actual = digest_of(&bytes);
+        if actual != digest {
+            return Err(ClientError::Integrity(format!(
+                "handler object {name} has digest {actual}, expected {digest}"
+            )));
+        }
+        Ok(bytes)
+    }
+
+    /// Points `route.job_type` at `route.digest`; returns the routes-bucket revision.
+    pub async fn set_route(&self, route: &Route) -> Result<u64, ClientError> {
+        let value = wire::encode(route)?;
+        self.layout
+            .routes
+            .put(&route.job_type, Bytes::from(value))
+            .await
+            .during(|| format!("set the route of {}", route.job_type))
+    }
+
+    /// The current route of `job_type`.
+    pub async fn route(&self, job_type: &str) -> Result<Option<Route>, ClientError> {
+        let bytes = self
+            .layout
+            .routes
+            .get(job_type)
+            .await
+            .during(|| format!("read the route of {job_type}"))?;
+        bytes
+            .map(|b| wire::decode(&b))
+            .transpose()
+            .map_err(Into::into)
+    }
+
+    /// Every deploy of `job_type` still in the bucket's history, oldest first.
+    pub async fn route_history(&self, job_type: &str) -> Result<Vec<Route>, ClientError> {
+        let mut history = self
+            .layout
+            .routes
+            .history(job_type)
+            .await
+            .during(|| format!("read the route history of {job_type}"))?;
+        let mut routes = Vec::new();
+        while let Some(entry) = history.next().await {
+            let entry = entry.during(|| format!("read the route history of {job_type}"))?;
+            if entry.operation == kv::Operation::Put {
+                routes.push(wire::decode(&entry.value)?);
+            }
+        }
+        Ok(routes)
+    }
+
+    /// Every current route, sorted by job type.
+    pub async fn routes(&self) -> Result<Vec<Route>, ClientError> {
+        let keys: Vec<String> = match self.layout.routes.keys().await {
+            Ok(keys) => keys
+                .try_collect()
+                .await
+                .during(|| "list routes".to_string())?,
+            Err(e) => return Err(ClientError::nats("list routes", e)),
+        };
+        let mut routes = Vec::with_capacity(keys.len());
+        for key in keys {
+            if let Some(route) = self.route(&key).await? {
+                routes.push(route);
+            }
+        }
+        routes.sort_by(|a, b| a.job_type.cmp(&b.job_type));
+        Ok(routes)
+    }
+}
+
+/// `sha256:<hex>` of `bytes`.
+pub fn digest_of(bytes: &[u8]) -> String {
+    format!(
+        "{}{}",
+        crate::model::DIGEST_PREFIX,
+        hex::encode(Sha256::digest(bytes))
+    )
+}
+
+fn event_subject(event: &JobEvent) -> String {
+    if event.job_id.is_empty() {
+        nats::handler_event_subject(&event.job_type, event.event_type)
+    } else {
+        nats::event_subject(&event.queue, &event.job_id, event.event_type)
+    }
+}

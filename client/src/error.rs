@@ -1,0 +1,65 @@
+//! Errors of the client: one enum, with the operation that failed as context.
+
+use crate::model::InvalidJob;
+use crate::wire::WireError;
+
+/// What went wrong talking to NATS on jobbox's behalf.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// Could not connect to the NATS server.
+    #[error("failed to connect to NATS at {url}: {source}")]
+    Connect {
+        /// The URL tried.
+        url: String,
+        /// Why.
+        source: async_nats::ConnectError,
+    },
+    /// A NATS or JetStream operation failed.
+    #[error("failed to {operation}: {source}")]
+    Nats {
+        /// What was being done, e.g. "publish job 01J…".
+        operation: String,
+        /// The underlying error.
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// A record could not be encoded or decoded.
+    #[error(transparent)]
+    Wire(#[from] WireError),
+    /// The job was refused before it was sent.
+    #[error("invalid job: {0}")]
+    InvalidJob(#[from] InvalidJob),
+    /// Waiting for something took longer than allowed.
+    #[error("timed out after {0:?} waiting for {1}")]
+    Timeout(std::time::Duration, String),
+    /// Something that should exist does not.
+    #[error("{0} not found")]
+    NotFound(String),
+    /// The server's content does not match what was asked for.
+    #[error("integrity check failed: {0}")]
+    Integrity(String),
+}
+
+impl ClientError {
+    /// Wraps a NATS error with the operation that failed.
+    pub fn nats(
+        operation: impl Into<String>,
+        source: impl std::error::Error + Send + Sync + 'static,
+    ) -> Self {
+        Self::Nats {
+            operation: operation.into(),
+            source: Box::new(source),
+        }
+    }
+}
+
+/// Adds operation context to NATS results.
+pub(crate) trait NatsContext<T> {
+    /// Maps the error to [`ClientError::Nats`] with the given operation.
+    fn during(self, operation: impl FnOnce() -> String) -> Result<T, ClientError>;
+}
+
+impl<T, E: std::error::Error + Send + Sync + 'static> NatsContext<T> for Result<T, E> {
+    fn during(self, operation: impl FnOnce() -> String) -> Result<T, ClientError> {
+        self.map_err(|e| ClientError::nats(operation(), e))
+    }
+}

@@ -1,0 +1,35 @@
+//! The client side of jobbox: the data model, the wire format, the NATS names and the
+//! `Client` that enqueues jobs and reads results.
+//!
+//! jobbox runs untrusted job handlers in a WebAssembly sandbox, fed by NATS JetStream.
+//! This crate has no wasmtime in it: an application that only enqueues jobs and reads
+//! results depends on `jobbox` alone; the worker lives in `jobbox-host`.
+//!
+//! - [`model`]: the records ([`Job`], [`JobResult`], [`JobEvent`], ...), re-exported here.
+//! - [`wire`]: [`encode`] / [`decode`], MessagePack maps with named fields, the format
+//!   that `docs/wire-format.md` documents for clients in other languages.
+//!
+//! ```
+//! let job = jobbox::Job::json("echo", &serde_json::json!({ "hello": "world" }))?
+//!     .queue("default")
+//!     .priority(jobbox::MAX_PRIORITY);
+//! job.validate()?;
+//! let bytes = jobbox::encode(&job)?;
+//! assert_eq!(jobbox::decode::<jobbox::Job>(&bytes)?, job);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+mod client;
+mod error;
+pub mod layout;
+pub mod model;
+pub mod nats;
+pub mod wire;
+
+pub use client::{Client, Enqueued, EventsFrom, digest_of};
+pub use error::ClientError;
+
+pub use model::*;
+pub use wire::{
+    CONTENT_TYPE_JSON, CONTENT_TYPE_MSGPACK, NATS_MAX_PAYLOAD, WireError, decode, encode,
+};

@@ -1,0 +1,355 @@
+//! Job events: what happened to a job, published on `jobbox.events.<queue>.<job_id>.<event>`.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::model::error_type::ErrorType;
+use crate::model::job::Job;
+use crate::model::progress::JobProgress;
+use crate::model::usage::Usage;
+
+/// What kind of thing happened; SCREAMING_SNAKE_CASE on the wire (`"RETRY_SCHEDULED"`),
+/// lowercase in subjects ([`JobEventType::as_token`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum JobEventType {
+    /// The job was published to its queue.
+    Enqueued,
+    /// A worker started an attempt.
+    Started,
+    /// The handler reported progress (see [`JobEvent::progress`]).
+    Progress,
+    /// The job finished successfully.
+    Completed,
+    /// An attempt failed (see `error_type`).
+    Failed,
+    /// A failed attempt will be retried after `delay_ms`.
+    RetryScheduled,
+    /// Retries exhausted; the job went to the dead-letter stream.
+    DeadLettered,
+    /// The job was cancelled.
+    Cancelled,
+    /// The job was accepted with a future `scheduled_at`.
+    Scheduled,
+    /// A schedule fired and enqueued this job.
+    ScheduleTriggered,
+    /// A new handler version was deployed for a job type.
+    HandlerDeployed,
+    /// A worker swapped to a new handler version for a job type.
+    HandlerSwapped,
+}
+
+impl JobEventType {
+    /// Every event type, in declaration order.
+    pub const ALL: [Self; 12] = [
+        Self::Enqueued,
+        Self::Started,
+        Self::Progress,
+        Self::Completed,
+        Self::Failed,
+        Self::RetryScheduled,
+        Self::DeadLettered,
+        Self::Cancelled,
+        Self::Scheduled,
+        Self::ScheduleTriggered,
+        Self::HandlerDeployed,
+        Self::HandlerSwapped,
+    ];
+
+    /// The wire name (`"RETRY_SCHEDULED"`).
+    #[must_use]
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Enqueued => "ENQUEUED",
+            Self::Started => "STARTED",
+            Self::Progress => "PROGRESS",
+            Self::Completed => "COMPLETED",
+            Self::Failed => "FAILED",
+            Self::RetryScheduled => "RETRY_SCHEDULED",
+            Self::DeadLettered => "DEAD_LETTERED",
+            Self::Cancelled => "CANCELLED",
+            Self::Scheduled => "SCHEDULED",
+            Self::ScheduleTriggered => "SCHEDULE_TRIGGERED",
+            Self::HandlerDeployed => "HANDLER_DEPLOYED",
+            Self::HandlerSwapped => "HANDLER_SWAPPED",
+        }
+    }
+
+    /// The lowercase subject token (`"retry_scheduled"`), the last token of
+    /// `jobbox.events.<queue>.<job_id>.<event>`.
+    #[must_use]
+    pub const fn as_token(self) -> &'static str {
+        match self {
+            Self::Enqueued => "enqueued",
+            Self::Started => "started",
+            Self::Progress => "progress",
+            Self::Completed => "completed",
+            Self::Failed => "failed",
+            Self::RetryScheduled => "retry_scheduled",
+            Self::DeadLettered => "dead_lettered",
+            Self::Cancelled => "cancelled",
+            Self::Scheduled => "scheduled",
+            Self::ScheduleTriggered => "schedule_triggered",
+            Self::HandlerDeployed => "handler_deployed",
+            Self::HandlerSwapped => "handler_swapped",
+        }
+    }
+
+    /// The event type whose [`as_token`](Self::as_token) is `token`.
+    #[must_use]
+    pub fn from_token(token: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|e| e.as_token() == token)
+    }
+}
+
+impl fmt::Display for JobEventType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One thing that happened to a job (or to a handler), as published on the events
+/// stream.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobEvent {
+    /// The job this is about (empty for handler events).
+    pub job_id: String,
+    /// What happened.
+    pub event_type: JobEventType,
+    /// When it happened.
+    pub timestamp: DateTime<Utc>,
+    /// The worker that reported it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub worker_id: Option<String>,
+    /// The job's queue (empty for handler events).
+    #[serde(default)]
+    pub queue: String,
+    /// The job type.
+    pub job_type: String,
+    /// Human-readable summary.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    /// Extra key/value detail.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub details: BTreeMap<String, String>,
+    /// Classified failure reason (FAILED, RETRY_SCHEDULED, DEAD_LETTERED).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error_type: Option<ErrorType>,
+    /// Failure message.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error_message: Option<String>,
+    /// How long the attempt took, in milliseconds (COMPLETED, FAILED).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub duration_ms: Option<u64>,
+    /// Subject of the job message this event is about.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nats_subject: Option<String>,
+    /// Stream sequence of the job message this event is about.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nats_sequence: Option<u64>,
+    /// Digest of the handler involved.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub handler_digest: Option<String>,
+    /// Resource receipt of the attempt (COMPLETED, FAILED).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub usage: Option<Usage>,
+    /// The attempt this event belongs to (from 1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attempt: Option<u32>,
+    /// Delay before the next attempt, in milliseconds (RETRY_SCHEDULED).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delay_ms: Option<u64>,
+    /// The handler's progress report (PROGRESS).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub progress: Option<JobProgress>,
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+impl JobEvent {
+    /// An event about `job`, stamped now, with `job_id`, `queue`, `job_type` and
+    /// `attempt` taken from the job.
+    #[must_use]
+    pub fn new(event_type: JobEventType, job: &Job) -> Self {
+        Self {
+            job_id: job.id.clone(),
+            event_type,
+            timestamp: Utc::now(),
+            worker_id: None,
+            queue: job.queue.clone(),
+            job_type: job.job_type.clone(),
+            message: None,
+            details: BTreeMap::new(),
+            error_type: None,
+            error_message: None,
+            duration_ms: None,
+            nats_subject: None,
+            nats_sequence: None,
+            handler_digest: None,
+            usage: None,
+            attempt: Some(job.attempt),
+            delay_ms: None,
+            progress: None,
+        }
+    }
+
+    /// An event about a handler rather than a job (HANDLER_DEPLOYED, HANDLER_SWAPPED):
+    /// `job_id` and `queue` are empty, `handler_digest` is set.
+    #[must_use]
+    pub fn handler(
+        event_type: JobEventType,
+        job_type: impl Into<String>,
+        digest: impl Into<String>,
+    ) -> Self {
+        Self {
+            job_id: String::new(),
+            event_type,
+            timestamp: Utc::now(),
+            worker_id: None,
+            queue: String::new(),
+            job_type: job_type.into(),
+            message: None,
+            details: BTreeMap::new(),
+            error_type: None,
+            error_message: None,
+            duration_ms: None,
+            nats_subject: None,
+            nats_sequence: None,
+            handler_digest: Some(digest.into()),
+            usage: None,
+            attempt: None,
+            delay_ms: None,
+            progress: None,
+        }
+    }
+
+    /// Sets the reporting worker.
+    #[must_use]
+    pub fn with_worker(mut self, worker_id: impl Into<String>) -> Self {
+        self.worker_id = Some(worker_id.into());
+        self
+    }
+
+    /// Sets the message.
+    #[must_use]
+    pub fn with_message(mut self, message: impl Into<String>) -> Self {
+        self.message = Some(message.into());
+        self
+    }
+
+    /// Adds one detail entry.
+    #[must_use]
+    pub fn with_detail(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.details.insert(key.into(), value.into());
+        self
+    }
+
+    /// Sets the classified error and its message.
+    #[must_use]
+    pub fn with_error(mut self, error_type: ErrorType, message: impl Into<String>) -> Self {
+        self.error_type = Some(error_type);
+        self.error_message = Some(message.into());
+        self
+    }
+
+    /// Sets the attempt's duration (millisecond resolution).
+    #[must_use]
+    pub fn with_duration(mut self, duration: Duration) -> Self {
+        self.duration_ms = Some(millis(duration));
+        self
+    }
+
+    /// Sets the subject and stream sequence of the job message.
+    #[must_use]
+    pub fn with_nats(mut self, subject: impl Into<String>, sequence: u64) -> Self {
+        self.nats_subject = Some(subject.into());
+        self.nats_sequence = Some(sequence);
+        self
+    }
+
+    /// Sets the handler digest.
+    #[must_use]
+    pub fn with_handler_digest(mut self, digest: impl Into<String>) -> Self {
+        self.handler_digest = Some(digest.into());
+        self
+    }
+
+    /// Sets the resource receipt.
+    #[must_use]
+    pub fn with_usage(mut self, usage: Usage) -> Self {
+        self.usage = Some(usage);
+        self
+    }
+
+    /// Sets the attempt number.
+    #[must_use]
+    pub fn with_attempt(mut self, attempt: u32) -> Self {
+        self.attempt = Some(attempt);
+        self
+    }
+
+    /// Sets the delay before the next attempt (millisecond resolution).
+    #[must_use]
+    pub fn with_delay(mut self, delay: Duration) -> Self {
+        self.delay_ms = Some(millis(delay));
+        self
+    }
+
+    /// Sets the progress report.
+    #[must_use]
+    pub fn with_progress(mut self, progress: JobProgress) -> Self {
+        self.progress = Some(progress);
+        self
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_are_lowercase_wire_names() {
+        for e in JobEventType::ALL {
+            assert_eq!(e.as_token(), e.as_str().to_lowercase());
+            assert_eq!(JobEventType::from_token(e.as_token()), Some(e));
+        }
+        assert_eq!(JobEventType::RetryScheduled.as_token(), "retry_scheduled");
+        assert_eq!(JobEventType::from_token("RETRY_SCHEDULED"), None);
+    }
+
+    #[test]
+    fn new_copies_the_job_and_builders_set_fields() {
+        let job = Job::new("echo", Vec::new()).queue("q");
+        let e = JobEvent::new(JobEventType::RetryScheduled, &job)
+            .with_worker("w1")
+            .with_message("m")
+            .with_detail("k", "v")
+            .with_error(ErrorType::Timeout, "too slow")
+            .with_duration(Duration::from_micros(2_500))
+            .with_nats("jobbox.jobs.q", 42)
+            .with_handler_digest("sha256:00")
+            .with_usage(Usage::default())
+            .with_attempt(2)
+            .with_delay(Duration::from_secs(1))
+            .with_progress(JobProgress::default());
+        assert_eq!(e.job_id, job.id);
+        assert_eq!(e.queue, "q");
+        assert_eq!(e.job_type, "echo");
+        assert_eq!(e.worker_id.as_deref(), Some("w1"));
+        assert_eq!(e.error_type, Some(ErrorType::Timeout));
+        assert_eq!(e.duration_ms, Some(2));
+        assert_eq!(e.nats_sequence, Some(42));
+        assert_eq!(e.attempt, Some(2));
+        assert_eq!(e.delay_ms, Some(1000));
+        assert_eq!(JobEvent::new(JobEventType::Started, &job).attempt, Some(1));
+        let h = JobEvent::handler(JobEventType::HandlerSwapped, "echo", "sha256:00");
+        assert!(h.job_id.is_empty());
+        assert_eq!(h.handler_digest.as_deref(), Some("sha256:00"));
+    }
+}

@@ -1,0 +1,81 @@
+//! Worker heartbeats: the value in the `jobbox_workers` KV bucket.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+/// What a worker is doing; SCREAMING_SNAKE_CASE on the wire (`"IDLE"`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum WorkerState {
+    /// Connecting, creating consumers, loading handlers.
+    Starting,
+    /// Running, no job in flight.
+    Idle,
+    /// Running at least one job.
+    Busy,
+    /// Draining: finishing jobs in flight, taking no new ones.
+    Stopping,
+}
+
+impl WorkerState {
+    /// Every state, in lifecycle order.
+    pub const ALL: [Self; 4] = [Self::Starting, Self::Idle, Self::Busy, Self::Stopping];
+
+    /// The wire name (`"BUSY"`).
+    #[must_use]
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Starting => "STARTING",
+            Self::Idle => "IDLE",
+            Self::Busy => "BUSY",
+            Self::Stopping => "STOPPING",
+        }
+    }
+}
+
+impl fmt::Display for WorkerState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A worker's heartbeat (`jobbox_workers`, key = worker id; the key expires when the
+/// worker stops beating).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WorkerStatus {
+    /// The worker's id.
+    pub worker_id: String,
+    /// What it is doing.
+    pub state: WorkerState,
+    /// Queues it consumes.
+    #[serde(default)]
+    pub queues: Vec<String>,
+    /// Ids of the jobs it is running.
+    #[serde(default)]
+    pub current_jobs: Vec<String>,
+    /// Handlers loaded: job type → digest.
+    #[serde(default)]
+    pub handlers: BTreeMap<String, String>,
+    /// When the worker started.
+    pub started_at: DateTime<Utc>,
+    /// When this heartbeat was written.
+    pub heartbeat_at: DateTime<Utc>,
+    /// Jobs completed since start.
+    #[serde(default)]
+    pub jobs_done: u64,
+    /// Jobs failed since start.
+    #[serde(default)]
+    pub jobs_failed: u64,
+    /// Host name of the machine.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hostname: Option<String>,
+    /// Jobs it runs at once at most.
+    #[serde(default)]
+    pub concurrency: u32,
+    /// The last host-side error it hit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
+}

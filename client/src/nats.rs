@@ -1,0 +1,155 @@
+//! Every NATS name jobbox uses — streams, subjects, buckets, consumers — built here
+//! and nowhere else.
+//!
+//! | thing | kind | name |
+//! |---|---|---|
+//! | jobs | stream (work queue) | [`JOBS_STREAM`], `jobbox.jobs.<queue>.<lane>` |
+//! | per-queue, per-lane consumer | durable pull | `jobbox-<queue>-<lane>` |
+//! | events | stream (limits, max age) | [`EVENTS_STREAM`], `jobbox.events.<queue>.<job_id>.<event>` |
+//! | results | KV | [`RESULTS_BUCKET`], key = job id |
+//! | job state | KV | [`JOBS_BUCKET`], key = job id |
+//! | handler code | object store | [`HANDLERS_BUCKET`], object = `sha256-<hex>` |
+//! | routes | KV with history | [`ROUTES_BUCKET`], key = job type |
+//! | dead letters | stream | [`DLQ_STREAM`], `jobbox.dlq.<queue>` |
+//! | workers | KV with TTL | [`WORKERS_BUCKET`], key = worker id |
+//! | schedules | KV | [`SCHEDULES_BUCKET`], key = schedule id |
+
+use crate::model::JobEventType;
+
+/// The work-queue stream that holds jobs waiting to run.
+pub const JOBS_STREAM: &str = "JOBBOX_JOBS";
+/// Subjects of [`JOBS_STREAM`].
+pub const JOBS_SUBJECTS: &str = "jobbox.jobs.>";
+/// The stream of job events.
+pub const EVENTS_STREAM: &str = "JOBBOX_EVENTS";
+/// Subjects of [`EVENTS_STREAM`].
+pub const EVENTS_SUBJECTS: &str = "jobbox.events.>";
+/// The stream of dead-lettered jobs.
+pub const DLQ_STREAM: &str = "JOBBOX_DLQ";
+/// Subjects of [`DLQ_STREAM`].
+pub const DLQ_SUBJECTS: &str = "jobbox.dlq.>";
+/// KV bucket: job id → `JobResult`.
+pub const RESULTS_BUCKET: &str = "jobbox_results";
+/// KV bucket: job id → `JobState`.
+pub const JOBS_BUCKET: &str = "jobbox_jobs";
+/// Object store: handler components by digest.
+pub const HANDLERS_BUCKET: &str = "jobbox_handlers";
+/// KV bucket: job type → `Route`, with history.
+pub const ROUTES_BUCKET: &str = "jobbox_routes";
+/// KV bucket: worker id → `WorkerStatus`, with a TTL.
+pub const WORKERS_BUCKET: &str = "jobbox_workers";
+/// KV bucket: schedule id → `Schedule`.
+pub const SCHEDULES_BUCKET: &str = "jobbox_schedules";
+
+/// A priority lane of a queue. Each lane is its own subject and consumer; a worker
+/// takes from the highest non-empty lane first, and each lane is first in, first out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Lane {
+    /// Priorities 0–2.
+    Low,
+    /// Priorities 3–6 (the default priority 5 is here).
+    Normal,
+    /// Priorities 7–9.
+    High,
+}
+
+impl Lane {
+    /// Lanes in the order a worker takes from them.
+    pub const BY_URGENCY: [Lane; 3] = [Lane::High, Lane::Normal, Lane::Low];
+
+    /// The lane a job of `priority` waits in.
+    pub fn for_priority(priority: u8) -> Self {
+        match priority {
+            0..=2 => Lane::Low,
+            3..=6 => Lane::Normal,
+            _ => Lane::High,
+        }
+    }
+
+    /// The lane's subject token.
+    pub fn token(self) -> &'static str {
+        match self {
+            Lane::Low => "low",
+            Lane::Normal => "normal",
+            Lane::High => "high",
+        }
+    }
+}
+
+/// Subject a job of `queue` and `priority` is published on.
+pub fn job_subject(queue: &str, priority: u8) -> String {
+    format!(
+        "jobbox.jobs.{queue}.{}",
+        Lane::for_priority(priority).token()
+    )
+}
+
+/// Subject filter of one lane of `queue`.
+pub fn lane_subject(queue: &str, lane: Lane) -> String {
+    format!("jobbox.jobs.{queue}.{}", lane.token())
+}
+
+/// Durable consumer name for one lane of `queue`.
+pub fn consumer_name(queue: &str, lane: Lane) -> String {
+    format!("jobbox-{queue}-{}", lane.token())
+}
+
+/// Subject an event about `job_id` on `queue` is published on.
+pub fn event_subject(queue: &str, job_id: &str, event: JobEventType) -> String {
+    format!("jobbox.events.{queue}.{job_id}.{}", event.as_token())
+}
+
+/// Subject filter for events: all (`None, None`), one queue, or one job.
+pub fn events_filter(queue: Option<&str>, job_id: Option<&str>) -> String {
+    match (queue, job_id) {
+        (Some(queue), Some(job)) => format!("jobbox.events.{queue}.{job}.*"),
+        (None, Some(job)) => format!("jobbox.events.*.{job}.*"),
+        (Some(queue), None) => format!("jobbox.events.{queue}.>"),
+        (None, None) => EVENTS_SUBJECTS.to_string(),
+    }
+}
+
+/// Subject a dead-lettered job of `queue` is published on.
+pub fn dlq_subject(queue: &str) -> String {
+    format!("jobbox.dlq.{queue}")
+}
+
+/// Subject events about handlers (deploys, swaps) are published on; they belong to
+/// no job, so they use the reserved queue token `_system`.
+pub fn handler_event_subject(job_type: &str, event: JobEventType) -> String {
+    format!("jobbox.events._system.{job_type}.{}", event.as_token())
+}
+
+/// Object name of a handler component with `digest` (`sha256:<hex>`).
+///
+/// Object names avoid `:` so they are valid in every NATS tooling.
+pub fn handler_object(digest: &str) -> String {
+    digest.replace(':', "-")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn subjects_are_built_from_tokens() {
+        assert_eq!(job_subject("emails", 5), "jobbox.jobs.emails.normal");
+        assert_eq!(job_subject("emails", 9), "jobbox.jobs.emails.high");
+        assert_eq!(job_subject("emails", 0), "jobbox.jobs.emails.low");
+        assert_eq!(consumer_name("emails", Lane::High), "jobbox-emails-high");
+        assert_eq!(
+            event_subject("q", "01J", JobEventType::RetryScheduled),
+            "jobbox.events.q.01J.retry_scheduled"
+        );
+        assert_eq!(events_filter(None, Some("01J")), "jobbox.events.*.01J.*");
+        assert_eq!(handler_object("sha256:ab"), "sha256-ab");
+    }
+
+    #[test]
+    fn lanes_cover_every_priority() {
+        for priority in 0..=u8::MAX {
+            let _ = Lane::for_priority(priority);
+        }
+        assert!(Lane::High > Lane::Normal && Lane::Normal > Lane::Low);
+    }
+}

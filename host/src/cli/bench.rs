@@ -1,0 +1,228 @@
+//! `jobbox bench`: enqueue N echo jobs, run them through an in-process worker over a
+//! real NATS server, and report throughput and enqueue → result latency.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use clap::Args;
+use futures::StreamExt;
+use jobbox::{Job, JobResult, JobStatus, wire};
+use tokio_util::sync::CancellationToken;
+
+use super::Output;
+use super::local_nats::LocalNats;
+use crate::registry::{DeployOptions, deploy};
+use crate::worker::{Worker, WorkerConfig};
+
+/// Jobs enqueued per pipelined batch in throughput mode.
+const ENQUEUE_BATCH: usize = 500;
+
+/// Arguments of `jobbox bench`.
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// Use this NATS server instead of starting a local one.
+    #[arg(long, env = "JOBBOX_NATS_URL")]
+    nats_url: Option<String>,
+    /// The echo handler to run (default: target/wasm32-wasip2/release/example_echo.wasm).
+    #[arg(long)]
+    echo_wasm: Option<PathBuf>,
+    /// Jobs to run.
+    #[arg(long, short = 'n', default_value_t = 10_000)]
+    jobs: usize,
+    /// Worker concurrency.
+    #[arg(long, short = 'c', default_value_t = 16)]
+    concurrency: u32,
+    /// Payload size in bytes.
+    #[arg(long, default_value_t = 64)]
+    payload_bytes: usize,
+    /// Enqueue at this many jobs/s (one at a time) instead of as fast as possible;
+    /// use about half the measured throughput to measure latency at half load.
+    #[arg(long)]
+    rate: Option<u32>,
+    /// Give up waiting for results after this long.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "10m")]
+    timeout: Duration,
+}
+
+/// What a bench run measured.
+#[derive(Debug, serde::Serialize)]
+struct Report {
+    jobs: usize,
+    completed: usize,
+    failed: usize,
+    concurrency: u32,
+    elapsed_s: f64,
+    jobs_per_s: f64,
+    latency_ms: Percentiles,
+    rate: Option<u32>,
+}
+
+#[derive(Debug, serde::Serialize)]
+struct Percentiles {
+    p50: f64,
+    p90: f64,
+    p99: f64,
+    max: f64,
+}
+
+pub async fn run(args: BenchArgs, output: Output) -> anyhow::Result<ExitCode> {
+    let echo = args.echo_wasm.clone().unwrap_or_else(default_echo_path);
+    let wasm = std::fs::read(&echo).with_context(|| {
+        format!(
+            "failed to read the echo handler {} (build it: cargo build --release --target wasm32-wasip2 -p example-echo, or pass --echo-wasm)",
+            echo.display()
+        )
+    })?;
+    let (_local, url) = match &args.nats_url {
+        Some(url) => (None, url.clone()),
+        None => {
+            let local = LocalNats::start(0)?;
+            let url = local.url();
+            (Some(local), url)
+        }
+    };
+    let client = jobbox::Client::connect(&url).await?;
+    let queue = format!("bench-{}", ulid::Ulid::new().to_string().to_lowercase());
+    deploy(&client, "bench-echo", wasm, DeployOptions::default()).await?;
+
+    let mut config = WorkerConfig::new(vec![queue.clone()]);
+    config.concurrency = args.concurrency.max(1);
+    let worker = Worker::new(client.clone(), config).await?;
+    let shutdown = CancellationToken::new();
+    let worker_task = tokio::spawn(worker.run(shutdown.clone()));
+
+    let mut results = client
+        .layout()
+        .results
+        .watch_all()
+        .await
+        .map_err(|e| anyhow::anyhow!("failed to watch results: {e}"))?;
+    let payload = serde_json::to_vec(
+        &serde_json::json!({ "data": "x".repeat(args.payload_bytes.saturating_sub(12)) }),
+    )?;
+    let jobs: Vec<Job> = (0..args.jobs)
+        .map(|_| Job::new("bench-echo", payload.clone()).queue(queue.as_str()))
+        .collect();
+
+    let (sent_tx, mut sent_rx) = tokio::sync::mpsc::unbounded_channel::<(String, Instant)>();
+    let enqueue_client = client.clone();
+    let rate = args.rate;
+    let start = Instant::now();
+    let enqueuer = tokio::spawn(async move {
+        match rate {
+            Some(rate) => {
+                let mut ticker =
+                    tokio::time::interval(Duration::from_secs_f64(1.0 / f64::from(rate.max(1))));
+                for job in jobs {
+                    ticker.tick().await;
+                    let _ = sent_tx.send((job.id.clone(), Instant::now()));
+                    enqueue_client.enqueue(&job).await?;
+                }
+            }
+            None => {
+                for batch in jobs.chunks(ENQUEUE_BATCH) {
+                    let now = Instant::now();
+                    for job in batch {
+                        let _ = sent_tx.send((job.id.clone(), now));
+                    }
+                    for outcome in enqueue_client.enqueue_many(batch).await? {
+                        outcome?;
+                    }
+                }
+            }
+        }
+        anyhow::Ok(())
+    });
+
+    let mut sent: HashMap<String, Instant> = HashMap::with_capacity(args.jobs);
+    let mut latencies = Vec::with_capacity(args.jobs);
+    let (mut completed, mut failed) = (0, 0);
+    let deadline = tokio::time::Instant::now() + args.timeout;
+    while completed + failed < args.jobs {
+        let entry = tokio::select! {
+            entry = results.next() => entry,
+            () = tokio::time::sleep_until(deadline) => break,
+        };
+        let Some(entry) = entry else { break };
+        let entry = entry.map_err(|e| anyhow::anyhow!("results watch failed: {e}"))?;
+        let received = Instant::now();
+        while let Ok((id, at)) = sent_rx.try_recv() {
+            sent.insert(id, at);
+        }
+        let Some(at) = sent.remove(&entry.key) else {
+            continue;
+        };
+        let result: JobResult = wire::decode(&entry.value)?;
+        if result.status == JobStatus::Completed {
+            completed += 1;
+        } else {
+            failed += 1;
+        }
+        latencies.push(received.duration_since(at));
+    }
+    let elapsed = start.elapsed();
+    enqueuer.await.context("enqueuer panicked")??;
+    shutdown.cancel();
+    let _ = worker_task.await;
+
+    latencies.sort();
+    let report = Report {
+        jobs: args.jobs,
+        completed,
+        failed,
+        concurrency: args.concurrency,
+        elapsed_s: elapsed.as_secs_f64(),
+        jobs_per_s: (completed + failed) as f64 / elapsed.as_secs_f64(),
+        latency_ms: Percentiles {
+            p50: percentile(&latencies, 0.50),
+            p90: percentile(&latencies, 0.90),
+            p99: percentile(&latencies, 0.99),
+            max: percentile(&latencies, 1.0),
+        },
+        rate: args.rate,
+    };
+    match output {
+        Output::Json => println!("{}", serde_json::to_string(&report)?),
+        Output::Text => {
+            println!(
+                "{} jobs ({} completed, {} failed) in {:.2} s with concurrency {}: {:.0} jobs/s",
+                report.jobs,
+                report.completed,
+                report.failed,
+                report.elapsed_s,
+                report.concurrency,
+                report.jobs_per_s
+            );
+            println!(
+                "enqueue → result latency: p50 {:.2} ms · p90 {:.2} ms · p99 {:.2} ms · max {:.2} ms",
+                report.latency_ms.p50,
+                report.latency_ms.p90,
+                report.latency_ms.p99,
+                report.latency_ms.max
+            );
+        }
+    }
+    Ok(if completed == args.jobs {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+fn percentile(sorted: &[Duration], q: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let index = ((sorted.len() - 1) as f64 * q).round() as usize;
+    sorted[index.min(sorted.len() - 1)].as_secs_f64() * 1000.0
+}
+
+fn default_echo_path() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("target"))
+        .join("wasm32-wasip2/release/example_echo.wasm")
+}

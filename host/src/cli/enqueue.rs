@@ -1,0 +1,183 @@
+//! `jobbox enqueue`, `jobbox result`: submit a job, read or wait for its result.
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::Args;
+use jobbox::{Job, JobResult, JobStatus};
+
+use super::{NatsArgs, Output, format};
+
+/// Arguments of `jobbox enqueue`.
+#[derive(Debug, Args)]
+pub struct EnqueueArgs {
+    #[command(flatten)]
+    nats: NatsArgs,
+    /// The job type, e.g. word-count.
+    job_type: String,
+    /// The payload as JSON.
+    #[arg(long, default_value = "{}")]
+    json: String,
+    /// The queue to put the job on.
+    #[arg(long, short = 'q', default_value = jobbox::DEFAULT_QUEUE)]
+    queue: String,
+    /// Priority 0 (lowest) to 9 (highest).
+    #[arg(long, default_value_t = jobbox::DEFAULT_PRIORITY)]
+    priority: u8,
+    /// Run no earlier than this long from now, e.g. 10s.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    delay: Option<Duration>,
+    /// Retries for a retryable failure (default: the handler's setting).
+    #[arg(long)]
+    max_retries: Option<u32>,
+    /// Run exactly this handler version (digest or version label).
+    #[arg(long)]
+    handler: Option<String>,
+    /// Metadata entries as key=value (repeatable).
+    #[arg(long = "meta", value_parser = parse_key_value)]
+    metadata: Vec<(String, String)>,
+    /// Wait for the result and print it.
+    #[arg(long)]
+    wait: bool,
+    /// How long --wait waits.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "5m")]
+    wait_timeout: Duration,
+}
+
+/// Arguments of `jobbox result`.
+#[derive(Debug, Args)]
+pub struct ResultArgs {
+    #[command(flatten)]
+    nats: NatsArgs,
+    /// The job id.
+    job_id: String,
+    /// Wait for the result if there is none yet.
+    #[arg(long)]
+    wait: bool,
+    /// How long --wait waits.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "5m")]
+    wait_timeout: Duration,
+}
+
+pub async fn enqueue(args: EnqueueArgs, output: Output) -> anyhow::Result<ExitCode> {
+    let payload: serde_json::Value =
+        serde_json::from_str(&args.json).context("--json is not valid JSON")?;
+    let mut job = Job::json(args.job_type.as_str(), &payload)?
+        .queue(args.queue.as_str())
+        .priority(args.priority)
+        .created_by(std::env::var("USER").unwrap_or_else(|_| "cli".into()));
+    if let Some(delay) = args.delay {
+        job = job.delay(delay);
+    }
+    if let Some(max_retries) = args.max_retries {
+        job = job.max_retries(max_retries);
+    }
+    if let Some(handler) = &args.handler {
+        job = job.handler(handler.as_str());
+    }
+    for (key, value) in &args.metadata {
+        job = job.metadata(key.as_str(), value.as_str());
+    }
+    let client = args.nats.connect().await?;
+    let enqueued = client.enqueue(&job).await?;
+    if !args.wait {
+        match output {
+            Output::Json => println!(
+                "{}",
+                serde_json::json!({"job_id": enqueued.job_id, "sequence": enqueued.sequence, "duplicate": enqueued.duplicate})
+            ),
+            Output::Text => println!("{}", enqueued.job_id),
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    let spinner = spinner(&format!("waiting for job {}", enqueued.job_id));
+    let result = client
+        .wait_result(&enqueued.job_id, args.wait_timeout)
+        .await;
+    spinner.finish_and_clear();
+    Ok(print_result(&result?, output))
+}
+
+pub async fn result(args: ResultArgs, output: Output) -> anyhow::Result<ExitCode> {
+    let client = args.nats.connect().await?;
+    let result = if args.wait {
+        let spinner = spinner(&format!("waiting for job {}", args.job_id));
+        let result = client.wait_result(&args.job_id, args.wait_timeout).await;
+        spinner.finish_and_clear();
+        result?
+    } else {
+        client
+            .result(&args.job_id)
+            .await?
+            .with_context(|| format!("job {} has no result (yet)", args.job_id))?
+    };
+    Ok(print_result(&result, output))
+}
+
+/// Prints a result; the exit code is 0 for COMPLETED, 1 otherwise.
+fn print_result(result: &JobResult, output: Output) -> ExitCode {
+    match output {
+        Output::Json => {
+            let mut document = serde_json::to_value(result).unwrap_or_default();
+            if let Some(bytes) = &result.result
+                && let Ok(value) = serde_json::from_slice::<serde_json::Value>(bytes)
+            {
+                document["result"] = value;
+            }
+            println!("{document}");
+        }
+        Output::Text => {
+            if let Some(bytes) = &result.result {
+                match serde_json::from_slice::<serde_json::Value>(bytes) {
+                    Ok(value) => println!(
+                        "{}",
+                        serde_json::to_string_pretty(&value)
+                            .unwrap_or_else(|_| format::payload(bytes))
+                    ),
+                    Err(_) => println!("{}", format::payload(bytes)),
+                }
+            }
+            if result.status != JobStatus::Completed {
+                println!(
+                    "{}: {}: {}",
+                    result.status,
+                    result.error_type.map(|t| t.as_str()).unwrap_or("error"),
+                    result.error.as_deref().unwrap_or("")
+                );
+            }
+            for entry in &result.logs {
+                eprintln!("  {}", format::log_line(entry));
+            }
+            eprintln!(
+                "{} after {} attempt(s) on {} · {}",
+                result.status,
+                result.attempts,
+                result.worker_id,
+                format::usage(&result.usage)
+            );
+        }
+    }
+    if result.status == JobStatus::Completed {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
+/// A spinner on stderr while waiting, only when stderr is a terminal.
+fn spinner(message: &str) -> indicatif::ProgressBar {
+    use std::io::IsTerminal as _;
+    if !std::io::stderr().is_terminal() {
+        return indicatif::ProgressBar::hidden();
+    }
+    let bar = indicatif::ProgressBar::new_spinner().with_message(message.to_string());
+    bar.enable_steady_tick(Duration::from_millis(100));
+    bar
+}
+
+fn parse_key_value(text: &str) -> Result<(String, String), String> {
+    text.split_once('=')
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .ok_or_else(|| "expected key=value".to_string())
+}

@@ -1,0 +1,126 @@
+//! The `jobbox` command line: one module per command.
+
+mod bench;
+mod dev;
+mod enqueue;
+mod events;
+mod format;
+mod handler;
+mod local_nats;
+mod run;
+mod worker;
+
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// The NATS server used when none is given.
+pub const DEFAULT_NATS_URL: &str = "nats://127.0.0.1:4222";
+
+/// jobbox: run untrusted job handlers in a WebAssembly sandbox, fed by NATS JetStream.
+#[derive(Debug, Parser)]
+#[command(name = "jobbox", version, about, long_about = None)]
+pub struct Cli {
+    /// How to print results: text for people, json for scripts.
+    #[arg(long, short = 'o', global = true, value_enum, default_value_t = Output::Text)]
+    pub output: Output,
+    /// More log output (repeat for more).
+    #[arg(long, short = 'v', global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// Output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Output {
+    /// Human-readable text.
+    Text,
+    /// JSON, for scripts.
+    Json,
+}
+
+/// Where the NATS server is.
+#[derive(Debug, Args)]
+pub struct NatsArgs {
+    /// NATS server URL.
+    #[arg(long, env = "JOBBOX_NATS_URL", default_value = DEFAULT_NATS_URL)]
+    nats_url: String,
+}
+
+impl NatsArgs {
+    /// Connects and makes sure jobbox's streams and buckets exist.
+    pub async fn connect(&self) -> anyhow::Result<jobbox::Client> {
+        Ok(jobbox::Client::connect(&self.nats_url).await?)
+    }
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// The demo: start a local NATS server, deploy the example handlers, run a worker.
+    Dev(dev::DevArgs),
+    /// Run jobs from one or more queues.
+    Worker(worker::WorkerArgs),
+    /// Deploy and list handler components.
+    Handler(handler::HandlerArgs),
+    /// Enqueue a job.
+    Enqueue(enqueue::EnqueueArgs),
+    /// Print a job's result.
+    Result(enqueue::ResultArgs),
+    /// Print job events.
+    Events(events::EventsArgs),
+    /// Run a handler once, locally, without NATS: try a handler before deploying it.
+    Run(run::RunArgs),
+    /// Measure throughput and latency of echo jobs through a real worker.
+    Bench(bench::BenchArgs),
+}
+
+impl Cli {
+    /// Runs the chosen command; the exit code says whether it succeeded.
+    pub async fn run(self) -> anyhow::Result<ExitCode> {
+        let output = self.output;
+        match self.command {
+            Command::Dev(args) => dev::run(args).await,
+            Command::Worker(args) => worker::run(args).await,
+            Command::Handler(args) => handler::run(args, output).await,
+            Command::Enqueue(args) => enqueue::enqueue(args, output).await,
+            Command::Result(args) => enqueue::result(args, output).await,
+            Command::Events(args) => events::run(args, output).await,
+            Command::Run(args) => run::run(args, output).await,
+            Command::Bench(args) => bench::run(args, output).await,
+        }
+    }
+}
+
+/// Parses a size like `64MiB`.
+pub(crate) fn parse_size(text: &str) -> Result<u64, String> {
+    text.parse::<bytesize::ByteSize>()
+        .map(|size| size.as_u64())
+        .map_err(|e| format!("expected a size like 64MiB: {e}"))
+}
+
+/// Parses fuel: a number (underscores allowed) or "unlimited".
+pub(crate) fn parse_fuel(text: &str) -> Result<u64, String> {
+    if text.eq_ignore_ascii_case("unlimited") {
+        return Ok(u64::MAX);
+    }
+    text.replace('_', "")
+        .parse()
+        .map_err(|e| format!("expected a number or \"unlimited\": {e}"))
+}
+
+/// Sets up logging to stderr; `RUST_LOG` overrides the verbosity flags.
+pub fn init_tracing(verbose: u8) {
+    let default = match verbose {
+        0 => "warn,jobbox_host=info",
+        1 => "info",
+        2 => "debug",
+        _ => "trace",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}

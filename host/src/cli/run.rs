@@ -1,0 +1,177 @@
+//! `jobbox run`: run a handler once, locally, with the same sandbox as the worker.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::Args;
+use jobbox::{HandlerLimits, Job};
+use serde_json::json;
+
+use super::{Output, format, parse_fuel, parse_size};
+use crate::sandbox::{EngineConfig, JobControl, RunOutcome, Sandbox};
+
+/// Longest a local compile may take before `jobbox run` gives up.
+const COMPILE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Arguments of `jobbox run`.
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// The handler component (`.wasm`, built for wasm32-wasip2).
+    wasm: PathBuf,
+    /// The job's payload as JSON.
+    #[arg(long, conflicts_with = "payload_file")]
+    json: Option<String>,
+    /// Read the payload from a file instead (use with --content-type).
+    #[arg(long)]
+    payload_file: Option<PathBuf>,
+    /// The payload's media type.
+    #[arg(long, default_value = jobbox::wire::CONTENT_TYPE_JSON)]
+    content_type: String,
+    /// The job type the handler sees.
+    #[arg(long, default_value = "local")]
+    job_type: String,
+    /// Fuel (roughly, wasm instructions) the job may burn; "unlimited" for no limit.
+    #[arg(long, value_parser = parse_fuel)]
+    fuel: Option<u64>,
+    /// Linear memory the job may use, e.g. 64MiB.
+    #[arg(long, value_parser = parse_size)]
+    memory: Option<u64>,
+    /// Wall-clock limit, e.g. 5s or 250ms.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    timeout: Option<Duration>,
+    /// Largest output the job may return, e.g. 1MiB.
+    #[arg(long, value_parser = parse_size)]
+    max_output: Option<u64>,
+}
+
+pub async fn run(args: RunArgs, output: Output) -> anyhow::Result<ExitCode> {
+    let bytes = std::fs::read(&args.wasm)
+        .with_context(|| format!("failed to read {}", args.wasm.display()))?;
+    let payload = match (&args.json, &args.payload_file) {
+        (Some(text), _) => {
+            serde_json::from_str::<serde_json::Value>(text).context("--json is not valid JSON")?;
+            text.clone().into_bytes()
+        }
+        (None, Some(path)) => {
+            std::fs::read(path).with_context(|| format!("failed to read {}", path.display()))?
+        }
+        (None, None) => b"{}".to_vec(),
+    };
+    let limits = limits(&args);
+    let sandbox = Sandbox::new(EngineConfig {
+        concurrency: 1,
+        max_memory_bytes: limits.memory_bytes,
+        pooling: false,
+    })?;
+    let handler = sandbox
+        .load(Arc::from(bytes), COMPILE_TIMEOUT)
+        .await
+        .with_context(|| format!("{} is not a usable handler", args.wasm.display()))?;
+    let job = Job::new(args.job_type.clone(), payload).content_type(args.content_type.clone());
+    let outcome = sandbox
+        .run(&handler, &job, limits, JobControl::default())
+        .await;
+    match output {
+        Output::Json => print_json(&outcome, handler.digest()),
+        Output::Text => print_text(&outcome),
+    }
+    Ok(if outcome.result.is_ok() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+fn limits(args: &RunArgs) -> HandlerLimits {
+    let mut limits = HandlerLimits::default();
+    if let Some(fuel) = args.fuel {
+        limits.fuel = fuel;
+    }
+    if let Some(memory) = args.memory {
+        limits.memory_bytes = memory;
+    }
+    if let Some(timeout) = args.timeout {
+        limits.timeout_ms = u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX);
+    }
+    if let Some(max_output) = args.max_output {
+        limits.output_bytes = max_output;
+    }
+    limits
+}
+
+fn print_text(outcome: &RunOutcome) {
+    match &outcome.result {
+        Ok(bytes) => println!("{}", format::payload(bytes)),
+        Err(failure) => {
+            println!("failed: {failure}");
+            if let Some(code) = &failure.trap_code {
+                println!("trap code: {code}");
+            }
+            if failure.retryable {
+                println!("retryable: a worker would retry this job");
+            }
+        }
+    }
+    if !outcome.logs.is_empty() || outcome.logs_dropped > 0 {
+        println!("\nlogs:");
+        for entry in &outcome.logs {
+            println!("  {}", format::log_line(entry));
+        }
+        if outcome.logs_dropped > 0 {
+            println!(
+                "  ({} more lines dropped past the log limit)",
+                outcome.logs_dropped
+            );
+        }
+    }
+    for (name, bytes) in [("stdout", &outcome.stdout), ("stderr", &outcome.stderr)] {
+        if !bytes.is_empty() {
+            println!("\n{name}:\n{}", String::from_utf8_lossy(bytes).trim_end());
+        }
+    }
+    println!("\nusage: {}", format::usage(&outcome.usage));
+}
+
+fn print_json(outcome: &RunOutcome, digest: &str) {
+    let output = outcome.result.as_ref().ok().map(|bytes| {
+        serde_json::from_slice::<serde_json::Value>(bytes)
+            .unwrap_or_else(|_| json!(String::from_utf8_lossy(bytes)))
+    });
+    let error = outcome.result.as_ref().err().map(|failure| {
+        json!({
+            "error_type": failure.error_type,
+            "message": failure.message,
+            "retryable": failure.retryable,
+            "trap_code": failure.trap_code,
+            "detail": failure.detail,
+        })
+    });
+    let document = json!({
+        "status": if outcome.result.is_ok() { "COMPLETED" } else { "FAILED" },
+        "handler_digest": digest,
+        "output": output,
+        "error": error,
+        "logs": outcome.logs,
+        "logs_dropped": outcome.logs_dropped,
+        "stdout": String::from_utf8_lossy(&outcome.stdout),
+        "stderr": String::from_utf8_lossy(&outcome.stderr),
+        "usage": outcome.usage,
+    });
+    println!("{document}");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::{parse_fuel, parse_size};
+
+    #[test]
+    fn sizes_and_fuel_parse() {
+        assert_eq!(parse_size("64MiB"), Ok(64 * 1024 * 1024));
+        assert_eq!(parse_fuel("unlimited"), Ok(u64::MAX));
+        assert_eq!(parse_fuel("1_000"), Ok(1000));
+        assert!(parse_fuel("lots").is_err());
+    }
+}

@@ -1,0 +1,89 @@
+//! `jobbox worker`: run jobs from one or more queues until SIGTERM or Ctrl-C.
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::Args;
+use tokio_util::sync::CancellationToken;
+
+use super::{NatsArgs, parse_size};
+use crate::worker::{Worker, WorkerConfig};
+
+/// Arguments of `jobbox worker`.
+#[derive(Debug, Args)]
+pub struct WorkerArgs {
+    #[command(flatten)]
+    nats: NatsArgs,
+    /// Queue to take jobs from (repeat for several).
+    #[arg(long = "queue", short = 'q', default_value = jobbox::DEFAULT_QUEUE)]
+    queues: Vec<String>,
+    /// Jobs to run at the same time.
+    #[arg(long, short = 'c', default_value_t = 4)]
+    concurrency: u32,
+    /// Largest memory any one job may get, e.g. 256MiB.
+    #[arg(long, value_parser = parse_size, default_value = "256MiB")]
+    max_memory: u64,
+    /// How long a job's message stays with this worker without an ack.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "30s")]
+    ack_wait: Duration,
+    /// How long running jobs get to finish after SIGTERM/Ctrl-C.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "30s")]
+    shutdown_grace: Duration,
+    /// This worker's id (default: a fresh unique one).
+    #[arg(long)]
+    worker_id: Option<String>,
+}
+
+impl WorkerArgs {
+    /// The worker config these arguments describe.
+    pub fn config(&self) -> WorkerConfig {
+        let mut config = WorkerConfig::new(self.queues.clone());
+        config.concurrency = self.concurrency.max(1);
+        config.max_memory_bytes = self.max_memory;
+        config.ack_wait = self.ack_wait;
+        config.shutdown_grace = self.shutdown_grace;
+        if let Some(id) = &self.worker_id {
+            config.worker_id.clone_from(id);
+        }
+        config
+    }
+}
+
+pub async fn run(args: WorkerArgs) -> anyhow::Result<ExitCode> {
+    let client = args.nats.connect().await?;
+    let worker = Worker::new(client, args.config()).await?;
+    let shutdown = shutdown_on_signal();
+    worker.run(shutdown).await?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// A token cancelled on SIGTERM or SIGINT.
+pub fn shutdown_on_signal() -> CancellationToken {
+    let token = CancellationToken::new();
+    let cancel = token.clone();
+    tokio::spawn(async move {
+        let ctrl_c = tokio::signal::ctrl_c();
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{SignalKind, signal};
+            match signal(SignalKind::terminate()) {
+                Ok(mut term) => {
+                    tokio::select! {
+                        _ = ctrl_c => {}
+                        _ = term.recv() => {}
+                    }
+                }
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                }
+            }
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = ctrl_c.await;
+        }
+        tracing::info!("shutdown signal received");
+        cancel.cancel();
+    });
+    token
+}

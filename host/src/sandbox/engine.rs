@@ -1,0 +1,111 @@
+//! The worker's one wasmtime `Engine` and `Linker`, and the epoch ticker that drives
+//! wall-clock deadlines.
+
+use anyhow::Context as _;
+use wasmtime::component::{HasSelf, Linker};
+use wasmtime::{Config, Engine, InstanceAllocationStrategy, OptLevel, PoolingAllocationConfig};
+
+use super::bindings::HandlerWorld;
+use super::limits::{
+    ASYNC_STACK_BYTES, EPOCH_TICK, MAX_CORE_INSTANCES_PER_JOB, MAX_MEMORIES_PER_JOB,
+    MAX_TABLE_ELEMENTS, MAX_TABLES_PER_JOB, MAX_WASM_STACK_BYTES,
+};
+use super::state::JobState;
+
+/// How an engine is sized.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EngineConfig {
+    /// Jobs that may run at the same time; sizes the instance pool.
+    pub concurrency: u32,
+    /// The largest memory limit any job may have, in bytes; sizes each memory slot.
+    pub max_memory_bytes: u64,
+    /// Use the pooling allocator (pre-reserved instance slots). Off, every instance
+    /// is allocated on demand, which suits one-off runs.
+    pub pooling: bool,
+}
+
+impl EngineConfig {
+    /// Pool slots kept beyond `concurrency`, so a job that is still being torn down
+    /// never makes the next one wait for a slot.
+    pub const SPARE_SLOTS: u32 = 2;
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        Self {
+            concurrency: 4,
+            max_memory_bytes: jobbox::HandlerLimits::default().memory_bytes,
+            pooling: true,
+        }
+    }
+}
+
+/// Builds the engine every job of a worker runs in.
+pub fn build_engine(config: EngineConfig) -> anyhow::Result<Engine> {
+    let mut wasm = Config::new();
+    wasm.consume_fuel(true)
+        .epoch_interruption(true)
+        .max_wasm_stack(MAX_WASM_STACK_BYTES)
+        .async_stack_size(ASYNC_STACK_BYTES)
+        .cranelift_opt_level(OptLevel::Speed)
+        // Proposals a handler does not need stay off: each is attack surface.
+        // (Threads and component-model async are compiled out: their features are off.)
+        .wasm_gc(false)
+        .wasm_stack_switching(false);
+    if config.pooling {
+        wasm.allocation_strategy(InstanceAllocationStrategy::Pooling(pooling_config(config)?));
+    }
+    Engine::new(&wasm)
+        .map_err(anyhow::Error::from)
+        .context("failed to build the wasmtime engine")
+}
+
+fn pooling_config(config: EngineConfig) -> anyhow::Result<PoolingAllocationConfig> {
+    let slots = config.concurrency.max(1) + EngineConfig::SPARE_SLOTS;
+    let max_memory = usize::try_from(config.max_memory_bytes)
+        .context("memory ceiling does not fit this platform's address space")?;
+    let per_job = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
+    let mut pool = PoolingAllocationConfig::default();
+    pool.total_component_instances(slots)
+        .total_core_instances(slots * per_job(MAX_CORE_INSTANCES_PER_JOB))
+        .total_memories(slots * per_job(MAX_MEMORIES_PER_JOB))
+        .total_tables(slots * per_job(MAX_TABLES_PER_JOB))
+        .total_stacks(slots)
+        .max_core_instances_per_component(per_job(MAX_CORE_INSTANCES_PER_JOB))
+        .max_memories_per_component(per_job(MAX_MEMORIES_PER_JOB))
+        .max_tables_per_component(per_job(MAX_TABLES_PER_JOB))
+        .table_elements(MAX_TABLE_ELEMENTS)
+        .max_memory_size(max_memory);
+    Ok(pool)
+}
+
+/// Builds the linker: WASI p2 (no preopens, no network, no environment; see
+/// [`JobState::new`]) and the `jobbox:handler/host` imports. Nothing else.
+pub fn build_linker(engine: &Engine) -> anyhow::Result<Linker<JobState>> {
+    let mut linker = Linker::new(engine);
+    wasmtime_wasi::p2::add_to_linker_async(&mut linker)
+        .map_err(anyhow::Error::from)
+        .context("failed to add WASI to the linker")?;
+    HandlerWorld::add_to_linker::<_, HasSelf<_>>(&mut linker, |state| state)
+        .map_err(anyhow::Error::from)
+        .context("failed to add the jobbox host imports to the linker")?;
+    Ok(linker)
+}
+
+/// Starts the thread that advances `engine`'s epoch every [`EPOCH_TICK`].
+///
+/// The thread holds only a weak reference and ends once the engine is dropped.
+pub fn start_epoch_ticker(engine: &Engine) -> anyhow::Result<()> {
+    let weak = engine.weak();
+    std::thread::Builder::new()
+        .name("jobbox-epoch".into())
+        .spawn(move || {
+            while let Some(engine) = weak.upgrade() {
+                engine.increment_epoch();
+                drop(engine);
+                std::thread::sleep(EPOCH_TICK);
+            }
+        })
+        .context("failed to start the epoch ticker thread")?;
+    Ok(())
+}

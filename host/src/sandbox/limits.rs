@@ -1,0 +1,76 @@
+//! Engine-wide sandbox bounds: the limits that are the same for every job a worker runs.
+//!
+//! Per-job limits (fuel, memory, wall clock, output and log sizes) live in
+//! [`jobbox::HandlerLimits`]: their ceilings are set per job type at deploy time and a
+//! job may ask for less. The bounds here protect the worker itself and are fixed when
+//! the engine is built.
+
+use std::time::Duration;
+
+/// How often the epoch ticker advances the engine's epoch.
+///
+/// A job's wall-clock deadline and its cancellation are checked on every tick, so a
+/// job overruns its deadline by at most one tick plus the time of one host call.
+/// 10 ms keeps that overrun small while costing one atomic increment per tick.
+pub const EPOCH_TICK: Duration = Duration::from_millis(10);
+
+/// Grace beyond a job's deadline before the host abandons the call outright.
+///
+/// Epoch interruption cannot stop a guest that is blocked inside a host call (for
+/// example a WASI sleep); after this grace the whole call is dropped instead.
+pub const HOST_CALL_GRACE: Duration = Duration::from_millis(50);
+
+/// Deepest wasm stack a guest may use.
+///
+/// Rust guests rarely need more than a few hundred KiB; deep recursion past this traps
+/// as `stack_overflow`. It must stay well below [`ASYNC_STACK_BYTES`], or a stack
+/// overflow could run off the fiber's stack into host memory.
+pub const MAX_WASM_STACK_BYTES: usize = 512 * 1024;
+
+/// Size of the native fiber stack each running job gets.
+///
+/// Four times [`MAX_WASM_STACK_BYTES`] leaves ample room for host frames (WASI, the
+/// component ABI) on top of the deepest guest stack.
+pub const ASYNC_STACK_BYTES: usize = 2 * 1024 * 1024;
+
+/// Most elements any one table may have.
+///
+/// Rust components use a few hundred function-table entries; 20,000 leaves room for
+/// large programs while bounding a guest that grows tables on purpose (8 bytes each).
+pub const MAX_TABLE_ELEMENTS: usize = 20_000;
+
+/// Most core instances one job's component may create.
+///
+/// A component built by `cargo build --target wasm32-wasip2` instantiates a handful
+/// of core modules (the program plus canonical-ABI shims).
+pub const MAX_CORE_INSTANCES_PER_JOB: usize = 32;
+
+/// Most tables one job may have in total.
+pub const MAX_TABLES_PER_JOB: usize = 16;
+
+/// Most linear memories one job may have in total.
+pub const MAX_MEMORIES_PER_JOB: usize = 4;
+
+/// Most bytes a guest may pass into the host in a single call (a log line, a progress
+/// message, a WASI write).
+///
+/// wasmtime's default is 128 MiB; host calls in jobbox never need more than a few KiB
+/// at a time (WASI writes are chunked), so 1 MiB bounds what a guest can make the host
+/// allocate on its behalf.
+pub const HOSTCALL_BYTES: usize = 1024 * 1024;
+
+/// Bytes of a guest's stdout (and, separately, stderr) that are kept.
+///
+/// Output past this is dropped and counted, never an error: a chatty handler is not a
+/// failed one. Handlers should use the log import for anything that matters.
+pub const STDIO_CAPTURE_BYTES: usize = 64 * 1024;
+
+/// Longest single log line kept; longer lines are cut and marked with "…".
+pub const MAX_LOG_LINE_BYTES: usize = 4 * 1024;
+
+/// Shortest interval between two progress reports that are passed on.
+///
+/// A handler may report progress as often as it likes; the worker forwards at most
+/// one report per interval (and always the last one), so a tight loop of reports
+/// cannot flood the event stream.
+pub const PROGRESS_INTERVAL: Duration = Duration::from_millis(100);

@@ -1,0 +1,164 @@
+//! Running one job: a fresh store, the call, the receipt.
+
+use std::time::{Duration, Instant};
+
+use jobbox::{ErrorType, HandlerLimits, Job, JobProgress, Usage};
+use tokio::sync::watch;
+use wasmtime::{Store, UpdateDeadline};
+
+use super::bindings::{GuestJob, HandlerError};
+use super::classify::classify;
+use super::limits::{HOST_CALL_GRACE, HOSTCALL_BYTES, STDIO_CAPTURE_BYTES};
+use super::outcome::{Failure, RunOutcome};
+use super::state::{CancelFlag, Interruption, JobState};
+use super::{Handler, Sandbox};
+
+/// How the worker talks to a running job: cancel it, watch its progress.
+#[derive(Debug, Clone)]
+pub struct JobControl {
+    /// Set to stop the job within one epoch tick.
+    pub cancel: CancelFlag,
+    /// Receives the handler's progress reports (rate limited).
+    pub progress: watch::Sender<Option<JobProgress>>,
+}
+
+impl Default for JobControl {
+    fn default() -> Self {
+        Self {
+            cancel: CancelFlag::default(),
+            progress: watch::channel(None).0,
+        }
+    }
+}
+
+impl Sandbox {
+    /// Runs `job` on `handler` in a fresh store under `limits`.
+    ///
+    /// Never panics and never fails: every way a job can end is in the returned
+    /// outcome. The deadline starts now, not when the job was fetched.
+    pub async fn run(
+        &self,
+        handler: &Handler,
+        job: &Job,
+        limits: HandlerLimits,
+        control: JobControl,
+    ) -> RunOutcome {
+        let started = Instant::now();
+        let timeout = Duration::from_millis(limits.timeout_ms);
+        let deadline = started + timeout;
+        let state = JobState::new(
+            limits,
+            deadline,
+            control.cancel,
+            control.progress,
+            STDIO_CAPTURE_BYTES,
+        );
+        let mut store = Store::new(self.engine(), state);
+        store.limiter(|state| &mut state.limiter);
+        store.set_hostcall_fuel(HOSTCALL_BYTES);
+        // Fuel cannot fail to be set: consume_fuel is always on in this engine.
+        let _ = store.set_fuel(limits.fuel);
+        store.set_epoch_deadline(1);
+        store.epoch_deadline_callback(|mut ctx| {
+            Ok(match ctx.data_mut().check_interrupt() {
+                Some(_) => UpdateDeadline::Interrupt,
+                None => UpdateDeadline::YieldCustom(1, Box::pin(tokio::task::yield_now())),
+            })
+        });
+
+        let guest_job = guest_job(job);
+        let call = async {
+            let instance = handler.pre.instantiate_async(&mut store).await?;
+            instance
+                .jobbox_handler_handler()
+                .call_handle(&mut store, &guest_job)
+                .await
+        };
+        let called = tokio::time::timeout(timeout + HOST_CALL_GRACE, call).await;
+        let wall_time = started.elapsed();
+
+        let state = store.data_mut();
+        state.flush_progress(true);
+        let (stdout, _) = state.stdout.contents();
+        let (stderr, _) = state.stderr.contents();
+        let interrupted = state.interrupted;
+        let mut usage = Usage {
+            fuel_consumed: 0,
+            peak_memory_bytes: state.limiter.peak_memory,
+            wall_time_us: u64::try_from(wall_time.as_micros()).unwrap_or(u64::MAX),
+            output_bytes: 0,
+            log_bytes: state.log.bytes,
+        };
+        let logs = std::mem::take(&mut state.log.entries);
+        let logs_dropped = state.log.dropped;
+        usage.fuel_consumed = limits.fuel.saturating_sub(store.get_fuel().unwrap_or(0));
+
+        let result = match called {
+            Err(_elapsed) => Err(abandoned(interrupted)),
+            Ok(Err(error)) => Err(classify(&error, interrupted, &stderr)),
+            Ok(Ok(Err(guest_error))) => Err(guest_failure(guest_error)),
+            Ok(Ok(Ok(output))) => {
+                usage.output_bytes = output.len() as u64;
+                if usage.output_bytes > limits.output_bytes {
+                    Err(Failure::new(
+                        ErrorType::OutputTooLarge,
+                        format!(
+                            "output is {} bytes, over the {}-byte limit",
+                            usage.output_bytes, limits.output_bytes
+                        ),
+                    ))
+                } else {
+                    Ok(output)
+                }
+            }
+        };
+        RunOutcome {
+            result,
+            usage,
+            logs,
+            logs_dropped,
+            stdout,
+            stderr,
+        }
+    }
+}
+
+/// The job as the guest sees it.
+fn guest_job(job: &Job) -> GuestJob {
+    GuestJob {
+        id: job.id.clone(),
+        job_type: job.job_type.clone(),
+        queue: job.queue.clone(),
+        attempt: job.attempt,
+        payload: job.payload.clone(),
+        content_type: job.content_type.clone(),
+        metadata: job
+            .metadata
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect(),
+    }
+}
+
+/// A handler that returned an error of its own.
+fn guest_failure(error: HandlerError) -> Failure {
+    match error {
+        HandlerError::Retry(message) => {
+            Failure::new(ErrorType::GuestError, message).retryable(true)
+        }
+        HandlerError::Reject(message) => Failure::new(ErrorType::GuestError, message),
+    }
+}
+
+/// The call was dropped because it outlived its deadline inside a host call.
+fn abandoned(interrupted: Option<Interruption>) -> Failure {
+    match interrupted {
+        Some(Interruption::Cancelled) => {
+            Failure::new(ErrorType::Cancelled, "the job was cancelled while running")
+        }
+        _ => Failure::new(
+            ErrorType::Timeout,
+            "the handler ran past its deadline while blocked in a host call",
+        ),
+    }
+}

@@ -1,0 +1,200 @@
+//! What a job's `Store` holds: WASI context, resource accounting and what the guest
+//! reported through the host imports.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+
+use jobbox::{HandlerLimits, JobProgress, LogEntry};
+use tokio::sync::watch;
+use wasmtime::component::ResourceTable;
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+
+use super::limits::{
+    MAX_CORE_INSTANCES_PER_JOB, MAX_MEMORIES_PER_JOB, MAX_TABLE_ELEMENTS, MAX_TABLES_PER_JOB,
+};
+use super::output::CappedOutput;
+
+/// Why the epoch callback stopped a job.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Interruption {
+    /// The job's wall-clock deadline passed.
+    Deadline,
+    /// Someone asked for the job to be cancelled.
+    Cancelled,
+}
+
+/// A request to stop one running job, shared between the worker and the job's store.
+#[derive(Debug, Clone, Default)]
+pub struct CancelFlag(Arc<AtomicBool>);
+
+impl CancelFlag {
+    /// Asks the job to stop; it ends within one epoch tick.
+    pub fn cancel(&self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+
+    /// Whether cancellation was asked for.
+    pub fn is_cancelled(&self) -> bool {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+/// The error a store raises when a guest asks for more memory than its limit.
+#[derive(Debug, thiserror::Error)]
+#[error("memory limit exceeded: the guest asked for {desired} bytes, the limit is {limit}")]
+pub struct MemoryLimitExceeded {
+    /// Bytes of linear memory the guest would have had in total.
+    pub desired: u64,
+    /// The job's memory limit in bytes.
+    pub limit: u64,
+}
+
+/// Linear-memory and table accounting for one job.
+#[derive(Debug)]
+pub struct JobLimiter {
+    memory_limit: u64,
+    memory_total: u64,
+    /// Most linear memory the job had at any point, in bytes.
+    pub peak_memory: u64,
+}
+
+impl wasmtime::ResourceLimiter for JobLimiter {
+    fn memory_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        let grown = self.memory_total + (desired.saturating_sub(current)) as u64;
+        if grown > self.memory_limit {
+            return Err(wasmtime::Error::new(MemoryLimitExceeded {
+                desired: grown,
+                limit: self.memory_limit,
+            }));
+        }
+        self.memory_total = grown;
+        self.peak_memory = self.peak_memory.max(grown);
+        Ok(true)
+    }
+
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        Ok(desired <= MAX_TABLE_ELEMENTS)
+    }
+
+    fn instances(&self) -> usize {
+        MAX_CORE_INSTANCES_PER_JOB
+    }
+
+    fn tables(&self) -> usize {
+        MAX_TABLES_PER_JOB
+    }
+
+    fn memories(&self) -> usize {
+        MAX_MEMORIES_PER_JOB
+    }
+}
+
+/// Log lines a job wrote, bounded by its limits.
+#[derive(Debug, Default)]
+pub struct JobLog {
+    /// Lines kept, in order.
+    pub entries: Vec<LogEntry>,
+    /// Bytes of message text kept.
+    pub bytes: u64,
+    /// Lines dropped because a limit was reached.
+    pub dropped: u64,
+}
+
+/// Progress reporting for one job: the latest report, published to whoever watches.
+#[derive(Debug)]
+pub struct ProgressSink {
+    pub(super) sender: watch::Sender<Option<JobProgress>>,
+    pub(super) last_sent: Option<Instant>,
+    pub(super) pending: Option<JobProgress>,
+}
+
+/// Everything a job's `Store` carries.
+pub struct JobState {
+    pub(super) wasi: WasiCtx,
+    pub(super) table: ResourceTable,
+    pub(super) limiter: JobLimiter,
+    pub(super) limits: HandlerLimits,
+    pub(super) log: JobLog,
+    pub(super) progress: ProgressSink,
+    pub(super) stdout: CappedOutput,
+    pub(super) stderr: CappedOutput,
+    pub(super) deadline: Instant,
+    pub(super) cancel: CancelFlag,
+    pub(super) interrupted: Option<Interruption>,
+}
+
+impl JobState {
+    /// A fresh state with no filesystem, network, environment or arguments, and
+    /// stdout/stderr captured into capped buffers.
+    pub(super) fn new(
+        limits: HandlerLimits,
+        deadline: Instant,
+        cancel: CancelFlag,
+        progress: watch::Sender<Option<JobProgress>>,
+        stdio_capture: usize,
+    ) -> Self {
+        let stdout = CappedOutput::new(stdio_capture);
+        let stderr = CappedOutput::new(stdio_capture);
+        // The builder's defaults deny filesystem, sockets and name lookup; nothing
+        // below grants any of them.
+        let wasi = WasiCtx::builder()
+            .stdout(stdout.clone())
+            .stderr(stderr.clone())
+            .allow_tcp(false)
+            .allow_udp(false)
+            .allow_ip_name_lookup(false)
+            .build();
+        Self {
+            wasi,
+            table: ResourceTable::new(),
+            limiter: JobLimiter {
+                memory_limit: limits.memory_bytes,
+                memory_total: 0,
+                peak_memory: 0,
+            },
+            limits,
+            log: JobLog::default(),
+            progress: ProgressSink {
+                sender: progress,
+                last_sent: None,
+                pending: None,
+            },
+            stdout,
+            stderr,
+            deadline,
+            cancel,
+            interrupted: None,
+        }
+    }
+
+    /// Decides, on an epoch tick, whether the job may go on.
+    pub(super) fn check_interrupt(&mut self) -> Option<Interruption> {
+        if self.cancel.is_cancelled() {
+            self.interrupted = Some(Interruption::Cancelled);
+        } else if Instant::now() >= self.deadline {
+            self.interrupted = Some(Interruption::Deadline);
+        }
+        self.flush_progress(false);
+        self.interrupted
+    }
+}
+
+impl WasiView for JobState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}

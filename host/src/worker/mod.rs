@@ -1,0 +1,181 @@
+//! The worker: pulls jobs from its queues, runs each in the sandbox, records one
+//! result and the events of every step, and only then acks.
+
+mod backoff;
+mod consume;
+mod dispatch;
+mod verdict;
+
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use jobbox::Client;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+pub use backoff::{RETRY_BASE, RETRY_CAP, retry_delay};
+pub use verdict::{Verdict, decide};
+
+use crate::registry::{HandlerLoader, RouteTable, watch_routes};
+use crate::sandbox::{EngineConfig, Sandbox};
+
+/// Default time a fetched job may go without an ack or progress ack before
+/// JetStream hands it to another worker.
+///
+/// Running jobs send progress acks every third of this, so it bounds how long a
+/// crashed worker's jobs wait to be redelivered, not how long a job may run.
+pub const DEFAULT_ACK_WAIT: Duration = Duration::from_secs(30);
+
+/// Default time running jobs get to finish after a shutdown signal.
+pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
+
+/// How a worker is set up.
+#[derive(Debug, Clone)]
+pub struct WorkerConfig {
+    /// This worker's id (unique among live workers).
+    pub worker_id: String,
+    /// Queues to take jobs from.
+    pub queues: Vec<String>,
+    /// Jobs run at the same time at most.
+    pub concurrency: u32,
+    /// The largest memory limit any job may get, in bytes.
+    pub max_memory_bytes: u64,
+    /// See [`DEFAULT_ACK_WAIT`].
+    pub ack_wait: Duration,
+    /// See [`DEFAULT_SHUTDOWN_GRACE`].
+    pub shutdown_grace: Duration,
+}
+
+impl WorkerConfig {
+    /// A config for `queues` with defaults everywhere else.
+    pub fn new(queues: Vec<String>) -> Self {
+        Self {
+            worker_id: format!("worker-{}", ulid::Ulid::new().to_string().to_lowercase()),
+            queues,
+            concurrency: 4,
+            max_memory_bytes: 256 * 1024 * 1024,
+            ack_wait: DEFAULT_ACK_WAIT,
+            shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
+        }
+    }
+}
+
+/// Counters a worker keeps about itself.
+#[derive(Debug, Default)]
+pub struct WorkerCounters {
+    /// Jobs that ended COMPLETED here.
+    pub done: AtomicU64,
+    /// Jobs that ended in any other final status here.
+    pub failed: AtomicU64,
+    /// Attempts handed back for a retry.
+    pub retried: AtomicU64,
+}
+
+/// What every job task of a worker shares.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    pub config: WorkerConfig,
+    pub client: Client,
+    pub sandbox: Sandbox,
+    pub routes: RouteTable,
+    pub counters: WorkerCounters,
+    pub slots: Arc<Semaphore>,
+    /// Cancelled when running jobs must be abandoned and handed back.
+    pub abort: CancellationToken,
+}
+
+/// A running worker.
+#[derive(Debug)]
+pub struct Worker {
+    shared: Arc<Shared>,
+}
+
+impl Worker {
+    /// Builds the sandbox, loads the current routes and prepares the consumers.
+    pub async fn new(client: Client, config: WorkerConfig) -> anyhow::Result<Self> {
+        anyhow::ensure!(
+            !config.queues.is_empty(),
+            "a worker needs at least one queue"
+        );
+        for queue in &config.queues {
+            anyhow::ensure!(jobbox::is_valid_name(queue), "invalid queue name {queue:?}");
+        }
+        let sandbox = Sandbox::new(EngineConfig {
+            concurrency: config.concurrency,
+            max_memory_bytes: config.max_memory_bytes,
+            pooling: true,
+        })
+        .context("failed to build the sandbox")?;
+        let loader = HandlerLoader::new(client.clone(), sandbox.clone());
+        let routes = RouteTable::new(client.clone(), loader);
+        Ok(Self {
+            shared: Arc::new(Shared {
+                slots: Arc::new(Semaphore::new(config.concurrency.max(1) as usize)),
+                config,
+                client,
+                sandbox,
+                routes,
+                counters: WorkerCounters::default(),
+                abort: CancellationToken::new(),
+            }),
+        })
+    }
+
+    /// This worker's id.
+    pub fn id(&self) -> &str {
+        &self.shared.config.worker_id
+    }
+
+    /// The worker's counters.
+    pub fn counters(&self) -> &WorkerCounters {
+        &self.shared.counters
+    }
+
+    /// Runs until `shutdown` is cancelled, then stops fetching, gives running jobs
+    /// the configured grace to finish and hands the rest back for redelivery.
+    pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
+        let shared = self.shared;
+        watch_routes(
+            shared.client.clone(),
+            shared.routes.clone(),
+            shared.config.worker_id.clone(),
+            shutdown.clone(),
+        )
+        .await
+        .context("failed to load the current routes")?;
+        let tracker = TaskTracker::new();
+        let mut consumers = Vec::new();
+        for queue in &shared.config.queues {
+            let lanes = consume::open_lanes(&shared, queue)
+                .await
+                .with_context(|| format!("failed to open the consumers of queue {queue}"))?;
+            consumers.push(tokio::spawn(consume::fetch_loop(
+                Arc::clone(&shared),
+                queue.clone(),
+                lanes,
+                tracker.clone(),
+                shutdown.clone(),
+            )));
+        }
+        tracing::info!(worker_id = %shared.config.worker_id, queues = ?shared.config.queues, concurrency = shared.config.concurrency, "worker started");
+        shutdown.cancelled().await;
+        tracing::info!("shutting down: no new jobs; waiting for running jobs");
+        for consumer in consumers {
+            let _ = consumer.await;
+        }
+        tracker.close();
+        if tokio::time::timeout(shared.config.shutdown_grace, tracker.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!("grace period over: handing running jobs back for redelivery");
+            shared.abort.cancel();
+            tracker.wait().await;
+        }
+        tracing::info!("worker stopped");
+        Ok(())
+    }
+}
