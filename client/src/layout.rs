@@ -106,14 +106,14 @@ pub async fn ensure(js: &jetstream::Context) -> Result<Layout, ClientError> {
 
 async fn ensure_stream(js: &jetstream::Context, config: stream::Config) -> Result<(), ClientError> {
     let name = config.name.clone();
-    if js.get_stream_no_info(&name).await.is_ok() {
+    if js.get_stream(&name).await.is_ok() {
         return Ok(());
     }
     match js.create_stream(config).await {
         Ok(_) => Ok(()),
         // Another process may have created it in the meantime.
         Err(create) => js
-            .get_stream_no_info(&name)
+            .get_stream(&name)
             .await
             .map(|_| ())
             .map_err(|_| ClientError::nats(format!("create stream {name}"), create)),

@@ -6,6 +6,26 @@
 
 use crate::log::Level;
 
+/// Longest string the SDK passes to the host in one call; longer log lines and
+/// progress texts are cut (at a character boundary) before they cross.
+///
+/// Why: the worker keeps only the first few KiB of a log line anyway, and bounds the
+/// bytes a single host call may make it copy (about 1 MiB): a handler that logs a
+/// huge string must lose the tail of the line, not fail the job.
+const MAX_HOST_STRING_BYTES: usize = 64 * 1024;
+
+/// `s`, cut to at most [`MAX_HOST_STRING_BYTES`] without splitting a character.
+fn bounded(s: &str) -> &str {
+    if s.len() <= MAX_HOST_STRING_BYTES {
+        return s;
+    }
+    let mut end = MAX_HOST_STRING_BYTES;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
 #[cfg(target_arch = "wasm32")]
 pub(crate) fn log(level: Level, message: &str) {
     use crate::bindings::jobbox::handler::host::{self, LogLevel};
@@ -16,18 +36,18 @@ pub(crate) fn log(level: Level, message: &str) {
         Level::Warn => LogLevel::Warn,
         Level::Error => LogLevel::Error,
     };
-    host::log(level, message);
+    host::log(level, bounded(message));
 }
 
 #[cfg(not(target_arch = "wasm32"))]
 pub(crate) fn log(level: Level, message: &str) {
-    eprintln!("[{level}] {message}");
+    eprintln!("[{level}] {}", bounded(message));
 }
 
 #[cfg(target_arch = "wasm32")]
 pub(crate) fn report_progress(percent: u8, step: &str, message: &str) {
     use crate::bindings::jobbox::handler::host::{self, Progress};
-    let non_empty = |s: &str| (!s.is_empty()).then(|| s.to_owned());
+    let non_empty = |s: &str| (!s.is_empty()).then(|| bounded(s).to_owned());
     host::report_progress(&Progress {
         percent: percent.min(100),
         step: non_empty(step),
@@ -37,5 +57,25 @@ pub(crate) fn report_progress(percent: u8, step: &str, message: &str) {
 
 #[cfg(not(target_arch = "wasm32"))]
 pub(crate) fn report_progress(percent: u8, step: &str, message: &str) {
-    eprintln!("[progress] {}% {step} {message}", percent.min(100));
+    eprintln!(
+        "[progress] {}% {} {}",
+        percent.min(100),
+        bounded(step),
+        bounded(message)
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn long_strings_are_cut_at_a_char_boundary() {
+        assert_eq!(bounded("short"), "short");
+        let long = "é".repeat(MAX_HOST_STRING_BYTES);
+        let cut = bounded(&long);
+        assert!(cut.len() <= MAX_HOST_STRING_BYTES);
+        assert!(cut.len() > MAX_HOST_STRING_BYTES - 4);
+        assert!(cut.chars().all(|c| c == 'é'));
+    }
 }

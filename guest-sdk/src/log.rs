@@ -1,7 +1,8 @@
 //! Log lines a handler appends to its job's log.
 //!
 //! The worker keeps a job's log, bounded, with its result. Lines past the job's log
-//! limit (set by the operator) are dropped and counted; logging never fails a job.
+//! limit (set by the operator) are dropped and counted, long lines are cut (the SDK
+//! itself never sends more than 64 KiB in one line), and logging never fails a job.
 //!
 //! Use the functions here for plain strings, or the format-style macros at the crate
 //! root ([`trace!`](crate::trace), [`debug!`](crate::debug), [`info!`](crate::info),

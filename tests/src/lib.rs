@@ -1,4 +1,115 @@
-//! jobbox test support.
+//! Support for jobbox's end-to-end tests: a real `nats-server` per test, the guests
+//! `build.rs` built, and helpers to deploy handlers and run workers.
 
 /// Paths of the wasm guests (example handlers and test guests) that `build.rs` built.
 pub mod guests;
+mod nats_server;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use jobbox::{Client, JobResult};
+use jobbox_host::registry::{DeployOptions, deploy};
+use jobbox_host::worker::{Worker, WorkerConfig};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+pub use nats_server::{NatsServer, free_port, nats_server_bin};
+
+/// Deploys the guest at `path` as `job_type` with default limits.
+pub async fn deploy_guest(client: &Client, job_type: &str, path: &str) -> jobbox::Route {
+    deploy_guest_with(client, job_type, path, DeployOptions::default()).await
+}
+
+/// Deploys the guest at `path` as `job_type` with `options`.
+pub async fn deploy_guest_with(
+    client: &Client,
+    job_type: &str,
+    path: &str,
+    options: DeployOptions,
+) -> jobbox::Route {
+    let wasm = std::fs::read(path).unwrap_or_else(|e| panic!("read {path}: {e}"));
+    deploy(client, job_type, wasm, options)
+        .await
+        .unwrap_or_else(|e| panic!("deploy {job_type}: {e}"))
+}
+
+/// An in-process worker; stopped (gracefully) by [`RunningWorker::stop`].
+#[derive(Debug)]
+pub struct RunningWorker {
+    /// The worker's id.
+    pub id: String,
+    shutdown: CancellationToken,
+    task: JoinHandle<anyhow::Result<()>>,
+}
+
+impl RunningWorker {
+    /// Starts a worker on its own NATS connection.
+    pub async fn start(url: &str, config: WorkerConfig) -> Self {
+        let client = Client::connect(url).await.expect("worker connects");
+        let worker = Worker::new(client, config).await.expect("worker builds");
+        let id = worker.id().to_string();
+        let shutdown = CancellationToken::new();
+        let task = tokio::spawn(worker.run(shutdown.clone()));
+        Self { id, shutdown, task }
+    }
+
+    /// Starts a worker on `queues` with `concurrency` and a short ack wait.
+    pub async fn on(url: &str, queues: &[&str], concurrency: u32) -> Self {
+        let mut config = WorkerConfig::new(queues.iter().map(|q| q.to_string()).collect());
+        config.concurrency = concurrency;
+        config.ack_wait = Duration::from_secs(5);
+        config.shutdown_grace = Duration::from_secs(10);
+        Self::start(url, config).await
+    }
+
+    /// Stops the worker and waits for it.
+    pub async fn stop(self) {
+        self.shutdown.cancel();
+        self.task
+            .await
+            .expect("worker task joins")
+            .expect("worker ends cleanly");
+    }
+}
+
+/// Waits for a job's result, failing the test after `timeout`.
+pub async fn wait_result(client: &Client, job_id: &str, timeout: Duration) -> JobResult {
+    client
+        .wait_result(job_id, timeout)
+        .await
+        .unwrap_or_else(|e| panic!("no result for job {job_id}: {e}"))
+}
+
+/// The `jobbox` binary built alongside the tests (`$JOBBOX_BIN` overrides).
+pub fn jobbox_bin() -> PathBuf {
+    if let Some(path) = std::env::var_os("JOBBOX_BIN") {
+        return PathBuf::from(path);
+    }
+    // target/<profile>/deps/<test binary> → target/<profile>/jobbox
+    let exe = std::env::current_exe().expect("current exe");
+    let profile_dir = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .expect("test binary lives in target/<profile>/deps");
+    let bin = profile_dir.join("jobbox");
+    assert!(
+        bin.is_file(),
+        "{} not found: build it with `cargo build -p jobbox-host` (or set JOBBOX_BIN)",
+        bin.display()
+    );
+    bin
+}
+
+/// A one-line summary of a result for assertion messages (logs left out).
+pub fn brief(result: &JobResult) -> String {
+    format!(
+        "{} status={:?} error_type={:?} error={:?} attempts={} worker={}",
+        result.job_id,
+        result.status,
+        result.error_type,
+        result.error,
+        result.attempts,
+        result.worker_id
+    )
+}

@@ -67,7 +67,10 @@ impl NatsServer {
             }
             std::thread::sleep(Duration::from_millis(20));
         }
-        panic!("nats-server did not accept connections on port {} within {STARTUP_TIMEOUT:?}", self.port);
+        panic!(
+            "nats-server did not accept connections on port {} within {STARTUP_TIMEOUT:?}",
+            self.port
+        );
     }
 }
 

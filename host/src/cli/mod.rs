@@ -44,7 +44,7 @@ pub enum Output {
 #[derive(Debug, Args)]
 pub struct NatsArgs {
     /// NATS server URL.
-    #[arg(long, env = "JOBBOX_NATS_URL", default_value = DEFAULT_NATS_URL)]
+    #[arg(long, env = "JOBBOX_NATS_URL", default_value = DEFAULT_NATS_URL, global = true)]
     nats_url: String,
 }
 

@@ -29,7 +29,7 @@ mod tests {
 
     #[test]
     fn delays_grow_and_stay_within_bounds() {
-        for attempt in 1..=30 {
+        for attempt in 1..=30u32 {
             let full = RETRY_BASE
                 .saturating_mul(1 << attempt.saturating_sub(1).min(20))
                 .min(RETRY_CAP);

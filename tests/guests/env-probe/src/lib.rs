@@ -2,8 +2,10 @@
 //! `{"vars": [["K", "V"], ...], "args": [...], "current_dir": "..." | null,
 //! "current_dir_error": "..." | null}`.
 //!
-//! Expected: completed, with no variables and no arguments, and no usable working
-//! directory: a handler must learn nothing about the worker's machine.
+//! Expected: completed, with no variables and no arguments: a handler must learn
+//! nothing about the worker's machine. `current_dir` is `"/"`: that is wasi-libc's
+//! default when the host sets none, not a real directory (nothing is preopened, so
+//! `fs-escape` cannot even list it).
 
 use jobbox_guest::{Context, Error};
 use serde::Serialize;

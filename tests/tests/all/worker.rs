@@ -1,0 +1,225 @@
+//! The worker end to end against a real nats-server: many jobs across workers, the
+//! event trail of each, nothing left unacked, and a SIGKILLed worker losing nothing.
+
+use std::collections::{BTreeMap, HashMap};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use futures::StreamExt;
+use jobbox::nats::{self, Lane};
+use jobbox::{Client, EventsFrom, Job, JobEventType, JobStatus};
+use jobbox_tests::{
+    NatsServer, RunningWorker, brief, deploy_guest, guests, jobbox_bin, wait_result,
+};
+use serde_json::{Value, json};
+
+/// Collects events of `queue` until `count` have arrived (or panics after `timeout`).
+async fn collect_events(
+    client: &Client,
+    queue: &str,
+    count: usize,
+    timeout: Duration,
+) -> Vec<(u64, jobbox::JobEvent)> {
+    let events = client
+        .events_with_sequence(Some(queue), None, EventsFrom::Start)
+        .await
+        .expect("follow events");
+    futures::pin_mut!(events);
+    let mut collected = Vec::with_capacity(count);
+    let gather = async {
+        while collected.len() < count {
+            let event = events
+                .next()
+                .await
+                .expect("events continue")
+                .expect("event decodes");
+            collected.push(event);
+        }
+    };
+    tokio::time::timeout(timeout, gather)
+        .await
+        .unwrap_or_else(|_| panic!("only {} of {count} events arrived", collected.len()));
+    collected
+}
+
+/// Asserts no lane consumer of `queue` has messages pending or unacked.
+async fn assert_all_acked(client: &Client, queue: &str) {
+    let stream = client
+        .jetstream()
+        .get_stream(nats::JOBS_STREAM)
+        .await
+        .expect("jobs stream");
+    for lane in Lane::BY_URGENCY {
+        let mut consumer: async_nats::jetstream::consumer::PullConsumer = stream
+            .get_consumer(&nats::consumer_name(queue, lane))
+            .await
+            .expect("lane consumer exists");
+        let info = consumer.info().await.expect("consumer info");
+        assert_eq!(info.num_ack_pending, 0, "{lane:?}: unacked messages");
+        assert_eq!(info.num_pending, 0, "{lane:?}: undelivered messages");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_thousand_jobs_across_two_workers() {
+    const JOBS: usize = 1_000;
+    let server = NatsServer::start();
+    let client = Client::connect(&server.url()).await.expect("connect");
+    let route = deploy_guest(&client, "echo", guests::ECHO).await;
+    let workers = [
+        RunningWorker::on(&server.url(), &["e2e"], 8).await,
+        RunningWorker::on(&server.url(), &["e2e"], 8).await,
+    ];
+
+    let jobs: Vec<Job> = (0..JOBS)
+        .map(|i| {
+            Job::json("echo", &json!({"i": i}))
+                .expect("encodes")
+                .queue("e2e")
+        })
+        .collect();
+    for outcome in client.enqueue_many(&jobs).await.expect("enqueue") {
+        assert!(!outcome.expect("enqueued").duplicate);
+    }
+
+    let mut by_worker: HashMap<String, usize> = HashMap::new();
+    for (i, job) in jobs.iter().enumerate() {
+        let result = wait_result(&client, &job.id, Duration::from_secs(120)).await;
+        assert_eq!(result.status, JobStatus::Completed, "{}", brief(&result));
+        let output: Value = result.result_json().expect("json output");
+        assert_eq!(output, json!({"i": i}));
+        assert_eq!(
+            result.handler_digest.as_deref(),
+            Some(route.digest.as_str())
+        );
+        *by_worker.entry(result.worker_id).or_default() += 1;
+    }
+    println!("jobs per worker: {by_worker:?}");
+
+    let events = collect_events(&client, "e2e", 3 * JOBS, Duration::from_secs(60)).await;
+    let mut trail: BTreeMap<String, Vec<JobEventType>> = BTreeMap::new();
+    for (_, event) in &events {
+        trail
+            .entry(event.job_id.clone())
+            .or_default()
+            .push(event.event_type);
+    }
+    assert_eq!(trail.len(), JOBS);
+    for job in &jobs {
+        assert_eq!(
+            trail[&job.id],
+            [
+                JobEventType::Enqueued,
+                JobEventType::Started,
+                JobEventType::Completed
+            ],
+            "events of job {}",
+            job.id
+        );
+    }
+    assert_all_acked(&client, "e2e").await;
+    for worker in workers {
+        worker.stop().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sigkilled_worker_loses_no_job() {
+    const JOBS: usize = 200;
+    let server = NatsServer::start();
+    let client = Client::connect(&server.url()).await.expect("connect");
+    deploy_guest(&client, "sleepy", guests::TIME_BOMB).await;
+
+    let mut doomed = Command::new(jobbox_bin())
+        .args([
+            "worker",
+            "--queue",
+            "kill",
+            "--concurrency",
+            "4",
+            "--ack-wait",
+            "2s",
+        ])
+        .args(["--nats-url", &server.url()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start a worker process");
+
+    let jobs: Vec<Job> = (0..JOBS)
+        .map(|_| {
+            Job::json("sleepy", &json!({"sleep_ms": 20}))
+                .expect("encodes")
+                .queue("kill")
+        })
+        .collect();
+    for outcome in client.enqueue_many(&jobs).await.expect("enqueue") {
+        outcome.expect("enqueued");
+    }
+    // Let the doomed worker get well into the batch, then kill it mid-flight.
+    let first = wait_result(&client, &jobs[0].id, Duration::from_secs(60)).await;
+    assert_eq!(first.status, JobStatus::Completed);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    doomed.kill().expect("SIGKILL the worker");
+    doomed.wait().expect("reap the worker");
+
+    let survivor = RunningWorker::on(&server.url(), &["kill"], 8).await;
+    let mut ran_on_doomed = 0;
+    for job in &jobs {
+        let result = wait_result(&client, &job.id, Duration::from_secs(120)).await;
+        assert_eq!(result.status, JobStatus::Completed, "{}", brief(&result));
+        let slept = result.result_json::<Value>().expect("json")["slept_ms"].as_u64();
+        assert!(slept >= Some(20), "{}", brief(&result));
+        if result.worker_id != survivor.id {
+            ran_on_doomed += 1;
+        }
+    }
+    assert!(
+        ran_on_doomed > 0 && ran_on_doomed < JOBS,
+        "kill was mid-batch: {ran_on_doomed}"
+    );
+
+    // Exactly one COMPLETED per job: no job ran to completion twice.
+    let all = client
+        .events(Some("kill"), None, EventsFrom::Start)
+        .await
+        .expect("events");
+    futures::pin_mut!(all);
+    let mut completed: HashMap<String, usize> = HashMap::new();
+    while let Ok(Some(event)) = tokio::time::timeout(Duration::from_secs(2), all.next()).await {
+        let event = event.expect("event decodes");
+        if event.event_type == JobEventType::Completed {
+            *completed.entry(event.job_id).or_default() += 1;
+        }
+    }
+    for job in &jobs {
+        assert_eq!(
+            completed.get(&job.id),
+            Some(&1),
+            "job {} completions",
+            job.id
+        );
+    }
+    assert_all_acked(&client, "kill").await;
+    survivor.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_enqueue_retried_with_the_same_id_is_one_job() {
+    let server = NatsServer::start();
+    let client = Client::connect(&server.url()).await.expect("connect");
+    deploy_guest(&client, "echo", guests::ECHO).await;
+    let job = Job::json("echo", &json!({"once": true}))
+        .expect("encodes")
+        .queue("dedupe");
+    let first = client.enqueue(&job).await.expect("enqueue");
+    let second = client.enqueue(&job).await.expect("enqueue again");
+    assert!(!first.duplicate);
+    assert!(second.duplicate);
+    let worker = RunningWorker::on(&server.url(), &["dedupe"], 2).await;
+    let result = wait_result(&client, &job.id, Duration::from_secs(30)).await;
+    assert_eq!(result.status, JobStatus::Completed);
+    assert_eq!(result.attempts, 1);
+    assert_all_acked(&client, "dedupe").await;
+    worker.stop().await;
+}
