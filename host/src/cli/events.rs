@@ -61,10 +61,9 @@ pub async fn run(args: EventsArgs, output: Output) -> anyhow::Result<ExitCode> {
             events.next().await
         } else {
             // Filtered views may end before `last`; stop when nothing more comes.
-            match tokio::time::timeout(std::time::Duration::from_millis(500), events.next()).await {
-                Ok(next) => next,
-                Err(_) => None,
-            }
+            tokio::time::timeout(std::time::Duration::from_millis(500), events.next())
+                .await
+                .unwrap_or_default()
         };
         let Some(next) = next else { break };
         let (sequence, event) = next?;

@@ -109,13 +109,13 @@ impl Handler {
         check_header(bytes)?;
         let component = Component::new(sandbox.engine(), bytes)
             .map_err(|e| LoadError::Compile(format!("{e:#}")))?;
-        Self::link(sandbox, component, digest_of(bytes), bytes.len())
+        Self::link(sandbox, &component, digest_of(bytes), bytes.len())
     }
 
     /// Links an already compiled component.
     pub(super) fn link(
         sandbox: &Sandbox,
-        component: Component,
+        component: &Component,
         digest: String,
         size: usize,
     ) -> Result<Self, LoadError> {
@@ -134,7 +134,7 @@ impl Handler {
         }
         let instance_pre = sandbox
             .linker()
-            .instantiate_pre(&component)
+            .instantiate_pre(component)
             .map_err(|e| LoadError::UnsupportedImport(format!("{e:#}")))?;
         let pre = HandlerWorldPre::new(instance_pre)
             .map_err(|e| LoadError::MissingExport(format!("{e:#}")))?;

@@ -117,7 +117,8 @@ pub(super) async fn fetch_loop(
 }
 
 /// Takes up to `max` messages from the most urgent non-empty lane; when all are
-/// empty, waits up to [`IDLE_POLL`] on the normal lane.
+/// empty, waits up to [`IDLE_POLL`] on the normal lane for one message (a pull
+/// request for more would wait until the whole batch is there).
 async fn fetch(lanes: &Lanes, max: usize) -> anyhow::Result<Vec<async_nats::jetstream::Message>> {
     for (_, consumer) in lanes {
         let messages = collect(
@@ -144,7 +145,7 @@ async fn fetch(lanes: &Lanes, max: usize) -> anyhow::Result<Vec<async_nats::jets
     collect(
         consumer
             .batch()
-            .max_messages(max)
+            .max_messages(1)
             .expires(IDLE_POLL)
             .messages()
             .await

@@ -45,19 +45,9 @@ pub(super) async fn process(shared: &Shared, queue: &str, message: Message) {
     }
 
     // A redelivered job that already has its result was finished by a worker that
-    // died before acking: ack it, run nothing.
-    match shared.client.layout().results.get(&job.id).await {
-        Ok(Some(_)) => {
-            tracing::info!("job already has a result; acking the redelivery");
-            ack(&message, AckKind::Ack).await;
-            return;
-        }
-        Ok(None) => {}
-        Err(e) => {
-            tracing::warn!(error = %e, "cannot read results; handing the job back");
-            ack(&message, AckKind::Nak(Some(Duration::from_secs(1)))).await;
-            return;
-        }
+    // died before acking: ack it, run nothing. (A first delivery cannot have one.)
+    if delivered > 1 && already_finished(shared, &message, &job.id).await {
+        return;
     }
 
     let active = match shared
@@ -79,7 +69,8 @@ pub(super) async fn process(shared: &Shared, queue: &str, message: Message) {
         .with_worker(&worker_id)
         .with_handler_digest(&digest)
         .with_nats(message.subject.to_string(), sequence);
-    publish_event(shared, &started).await;
+    // Not awaited yet: the run need not wait for the event to be stored.
+    let started_stored = shared.client.publish_event(&started).await;
 
     let (progress_tx, progress_rx) = watch::channel(None);
     let control = JobControl {
@@ -105,6 +96,13 @@ pub(super) async fn process(shared: &Shared, queue: &str, message: Message) {
         }
     };
 
+    let stored = match started_stored {
+        Ok(ack) => ack.await.map(|_| ()).map_err(|e| e.to_string()),
+        Err(e) => Err(e.to_string()),
+    };
+    if let Err(e) = stored {
+        tracing::warn!(error = %e, "failed to record the STARTED event");
+    }
     let verdict = decide(
         outcome.result.as_ref().map(|_| ()),
         job.attempt,
@@ -121,6 +119,24 @@ pub(super) async fn process(shared: &Shared, queue: &str, message: Message) {
         verdict,
     )
     .await;
+}
+
+/// Whether the job already has a result; if so acks the message. On a failed read
+/// the message is handed back and `true` returned (nothing more to do now).
+async fn already_finished(shared: &Shared, message: &Message, job_id: &str) -> bool {
+    match shared.client.layout().results.get(job_id).await {
+        Ok(Some(_)) => {
+            tracing::info!("job already has a result; acking the redelivery");
+            ack(message, AckKind::Ack).await;
+            true
+        }
+        Ok(None) => false,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read results; handing the job back");
+            ack(message, AckKind::Nak(Some(Duration::from_secs(1)))).await;
+            true
+        }
+    }
 }
 
 /// Sends progress acks so a long job keeps its message, and publishes the
@@ -257,14 +273,17 @@ async fn record(
     if status == JobStatus::DeadLetter {
         dead_letter(shared, job, &outcome).await;
     }
-    emit_final_event(shared, job, digest, &outcome, status, started_at).await;
     let counter = if status == JobStatus::Completed {
         &counters.done
     } else {
         &counters.failed
     };
     counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    ack(message, AckKind::Ack).await;
+    // The result is durable: the event and the ack can go out together.
+    tokio::join!(
+        emit_final_event(shared, job, digest, &outcome, status, started_at),
+        ack(message, AckKind::Ack)
+    );
 }
 
 /// Writes the job's one result. Returns whether the job now has a result (written

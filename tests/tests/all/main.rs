@@ -3,9 +3,16 @@
 //! - `sandbox`: real guests in the sandbox, no NATS.
 //! - `worker`: the worker end to end against a real nats-server.
 //! - `bad_input`: bad messages, unknown job types, hostile guests through the worker.
+//! - `hostile`: the hostile-guest suite, resource bounds, deploy-time validation.
+//! - `hot_swap`: handler versions, hot swap, rollback, pinning, the compile cache.
+//! - `lifecycle`: retries, dead letters, job state, priorities, delays, cancellation,
+//!   heartbeats, stats, shutdown.
 //! - `readme`: the README's commands work.
 
 mod bad_input;
+mod hostile;
+mod hot_swap;
+mod lifecycle;
 mod readme;
 mod sandbox;
 mod worker;
