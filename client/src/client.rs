@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use async_nats::HeaderMap;
-use async_nats::jetstream::{self, consumer, kv, message::PublishMessage};
+use async_nats::jetstream::{self, consumer, kv};
 use bytes::Bytes;
 use futures::{Stream, StreamExt, TryStreamExt};
 use sha2::{Digest, Sha256};
@@ -99,6 +99,10 @@ impl Client {
     /// `Nats-Msg-Id` = job id, so a retried enqueue never makes a second job.
     pub async fn enqueue(&self, job: &Job) -> Result<Enqueued, ClientError> {
         job.validate()?;
+        crate::jobs::record_pending(self, job)
+            .await?
+            .await
+            .during(|| format!("record the state of job {}", job.id))?;
         let event = JobEvent::new(JobEventType::Enqueued, job);
         self.publish_event_with_id(&event, &format!("{}.enqueued", job.id))
             .await?
@@ -127,6 +131,9 @@ impl Client {
         for job in jobs {
             let sent = match job.validate() {
                 Ok(()) => {
+                    // The state write is not awaited here: the result is the
+                    // record of truth, and bulk enqueue stays pipelined.
+                    drop(crate::jobs::record_pending(self, job).await?);
                     let event = JobEvent::new(JobEventType::Enqueued, job);
                     self.publish_event_with_id(&event, &format!("{}.enqueued", job.id))
                         .await
@@ -182,16 +189,7 @@ impl Client {
         &self,
         job: &Job,
     ) -> Result<jetstream::context::PublishAckFuture, ClientError> {
-        let payload = wire::encode(job)?;
-        self.js
-            .send_publish(
-                nats::job_subject(&job.queue, job.priority),
-                PublishMessage::build()
-                    .payload(Bytes::from(payload))
-                    .message_id(&job.id),
-            )
-            .await
-            .during(|| format!("publish job {}", job.id))
+        crate::jobs::publish_job(self, job).await
     }
 
     /// Publishes `event` on its subject; the returned future resolves when JetStream
@@ -207,7 +205,7 @@ impl Client {
             .during(|| format!("publish {} event", event.event_type.as_str()))
     }
 
-    async fn publish_event_with_id(
+    pub(crate) async fn publish_event_with_id(
         &self,
         event: &JobEvent,
         id: &str,

@@ -63,6 +63,8 @@ pub async fn ensure(js: &jetstream::Context) -> Result<Layout, ClientError> {
             retention: stream::RetentionPolicy::WorkQueue,
             storage: stream::StorageType::File,
             duplicate_window: DUPLICATE_WINDOW,
+            // Delayed jobs are JetStream message schedules (server ≥ 2.12).
+            allow_message_schedules: true,
             description: Some("jobbox: jobs waiting to run".into()),
             ..Default::default()
         },
@@ -90,6 +92,20 @@ pub async fn ensure(js: &jetstream::Context) -> Result<Layout, ClientError> {
             retention: stream::RetentionPolicy::Limits,
             storage: stream::StorageType::File,
             description: Some("jobbox: dead-lettered jobs".into()),
+            ..Default::default()
+        },
+    )
+    .await?;
+    ensure_stream(
+        js,
+        stream::Config {
+            name: nats::STATS_STREAM.into(),
+            subjects: vec![nats::STATS_SUBJECTS.into()],
+            retention: stream::RetentionPolicy::Limits,
+            storage: stream::StorageType::File,
+            max_messages_per_subject: 1,
+            allow_message_counter: true,
+            description: Some("jobbox: per-queue counters".into()),
             ..Default::default()
         },
     )

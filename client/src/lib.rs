@@ -21,6 +21,7 @@
 
 mod client;
 mod error;
+mod jobs;
 pub mod layout;
 pub mod model;
 pub mod nats;
@@ -28,6 +29,7 @@ pub mod wire;
 
 pub use client::{Client, Enqueued, EventsFrom, digest_of};
 pub use error::ClientError;
+pub use jobs::{COUNTERS, CancelOutcome};
 
 pub use model::*;
 pub use wire::{

@@ -28,6 +28,10 @@ pub const EVENTS_SUBJECTS: &str = "jobbox.events.>";
 pub const DLQ_STREAM: &str = "JOBBOX_DLQ";
 /// Subjects of [`DLQ_STREAM`].
 pub const DLQ_SUBJECTS: &str = "jobbox.dlq.>";
+/// The stream of per-queue counters (completed, failed, ...), one counter per subject.
+pub const STATS_STREAM: &str = "JOBBOX_STATS";
+/// Subjects of [`STATS_STREAM`].
+pub const STATS_SUBJECTS: &str = "jobbox.stats.>";
 /// KV bucket: job id → `JobResult`.
 pub const RESULTS_BUCKET: &str = "jobbox_results";
 /// KV bucket: job id → `JobState`.
@@ -107,6 +111,25 @@ pub fn events_filter(queue: Option<&str>, job_id: Option<&str>) -> String {
         (Some(queue), None) => format!("jobbox.events.{queue}.>"),
         (None, None) => EVENTS_SUBJECTS.to_string(),
     }
+}
+
+/// Subject a delayed job waits on until the server moves it to its lane
+/// (a JetStream message schedule: one schedule per subject, so one per job).
+pub fn scheduled_subject(queue: &str, job_id: &str) -> String {
+    format!("jobbox.jobs.{queue}.scheduled.{job_id}")
+}
+
+/// Subject a cancellation request for `job_id` is broadcast on (core NATS).
+pub fn cancel_subject(job_id: &str) -> String {
+    format!("jobbox.cancel.{job_id}")
+}
+
+/// Subject every worker listens on for cancellations.
+pub const CANCEL_SUBJECTS: &str = "jobbox.cancel.*";
+
+/// Subject of one counter of `queue`, e.g. `completed`.
+pub fn stats_subject(queue: &str, counter: &str) -> String {
+    format!("jobbox.stats.{queue}.{counter}")
 }
 
 /// Subject a dead-lettered job of `queue` is published on.

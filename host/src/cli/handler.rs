@@ -1,4 +1,5 @@
-//! `jobbox handler deploy|list`: put handler components into the registry.
+//! `jobbox handler deploy|list|history|rollback|rm`: put handler components into the
+//! registry, and manage their versions.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -9,7 +10,7 @@ use clap::{Args, Subcommand};
 use jobbox::HandlerLimits;
 
 use super::{NatsArgs, Output, format, parse_fuel, parse_size};
-use crate::registry::{DeployOptions, deploy};
+use crate::registry::{self, DeployOptions, RollbackOptions, deploy};
 
 /// `jobbox handler …`
 #[derive(Debug, Args)]
@@ -26,6 +27,39 @@ enum HandlerCommand {
     Deploy(DeployArgs),
     /// The current route of every job type.
     List,
+    /// Every deploy of a job type still kept (the last 64 writes), newest first.
+    History(HistoryArgs),
+    /// Point a job type back at an earlier deploy (default: the previous digest).
+    Rollback(RollbackArgs),
+    /// Remove a job type's route: workers then fail its jobs as unknown_job_type.
+    /// (Its history stays: `rollback` brings it back.)
+    #[command(alias = "remove")]
+    Rm(RmArgs),
+}
+
+#[derive(Debug, Args)]
+struct HistoryArgs {
+    /// The job type, e.g. word-count.
+    job_type: String,
+}
+
+#[derive(Debug, Args)]
+struct RollbackArgs {
+    /// The job type, e.g. word-count.
+    job_type: String,
+    /// The version to go back to: a digest, a unique digest prefix (8+ hex digits) or
+    /// a version label. Default: the most recent deploy with a different digest.
+    #[arg(long)]
+    to: Option<String>,
+    /// Who is rolling back (default: $USER).
+    #[arg(long)]
+    deployed_by: Option<String>,
+}
+
+#[derive(Debug, Args)]
+struct RmArgs {
+    /// The job type, e.g. word-count.
+    job_type: String,
 }
 
 #[derive(Debug, Args)]
@@ -127,8 +161,100 @@ pub async fn run(args: HandlerArgs, output: Output) -> anyhow::Result<ExitCode> 
                 }
             }
         }
+        HandlerCommand::History(history_args) => {
+            let versions = registry::history(&client, &history_args.job_type).await?;
+            print_history(&history_args.job_type, &versions, output)?;
+        }
+        HandlerCommand::Rollback(rollback_args) => {
+            let options = RollbackOptions {
+                to: rollback_args.to,
+                deployed_by: rollback_args
+                    .deployed_by
+                    .or_else(|| std::env::var("USER").ok()),
+            };
+            let done = registry::rollback(&client, &rollback_args.job_type, options)
+                .await
+                .with_context(|| format!("failed to roll back {}", rollback_args.job_type))?;
+            match output {
+                Output::Json => println!("{}", serde_json::to_string(&done)?),
+                Output::Text => println!(
+                    "rolled back {}: {} → {}",
+                    done.route.job_type,
+                    done.previous
+                        .as_ref()
+                        .map_or_else(|| "(removed)".to_string(), describe),
+                    describe(&done.route)
+                ),
+            }
+        }
+        HandlerCommand::Rm(rm_args) => {
+            let removed = registry::remove(&client, &rm_args.job_type)
+                .await
+                .with_context(|| format!("failed to remove {}", rm_args.job_type))?;
+            match output {
+                Output::Json => println!(
+                    "{}",
+                    serde_json::json!({ "job_type": removed.job_type, "removed": removed })
+                ),
+                Output::Text => println!(
+                    "removed the route of {} (was {}); its jobs now fail as unknown_job_type \
+                     (`jobbox handler rollback {}` brings it back)",
+                    removed.job_type,
+                    describe(&removed),
+                    removed.job_type
+                ),
+            }
+        }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+fn print_history(
+    job_type: &str,
+    versions: &[registry::RouteVersion],
+    output: Output,
+) -> anyhow::Result<()> {
+    match output {
+        Output::Json => println!("{}", serde_json::to_string(versions)?),
+        Output::Text if versions.is_empty() => println!("no deploys of {job_type}"),
+        Output::Text => {
+            println!(
+                "  {:<9} {:<20} {:<10} {:<9} {:<20} by",
+                "REVISION", "DIGEST", "VERSION", "SIZE", "WRITTEN"
+            );
+            for version in versions {
+                let mark = if version.current { "*" } else { " " };
+                let written = version.written_at.format("%Y-%m-%d %H:%M:%S");
+                match &version.route {
+                    Some(route) => println!(
+                        "{mark} {:<9} {:<20} {:<10} {:<9} {:<20} {}",
+                        version.revision,
+                        short_digest(&route.digest),
+                        route.version.as_deref().unwrap_or("-"),
+                        format::size(route.size_bytes),
+                        written,
+                        route.deployed_by.as_deref().unwrap_or("-"),
+                    ),
+                    None => println!(
+                        "{mark} {:<9} {:<20} {:<10} {:<9} {:<20}",
+                        version.revision, "(removed)", "-", "-", written
+                    ),
+                }
+            }
+            if !versions.iter().any(|version| version.current) {
+                println!("(no current route: removed)");
+            }
+        }
+    }
+    Ok(())
+}
+
+/// `sha256:0123456789ab [v2]`.
+fn describe(route: &jobbox::Route) -> String {
+    match &route.version {
+        Some(version) => format!("{} [{version}]", short_digest(&route.digest)),
+        None => short_digest(&route.digest),
+    }
 }
 
 /// `sha256:` and the first 12 hex digits.

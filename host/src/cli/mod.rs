@@ -6,6 +6,7 @@ mod enqueue;
 mod events;
 mod format;
 mod handler;
+mod jobs;
 mod local_nats;
 mod run;
 mod worker;
@@ -69,6 +70,16 @@ enum Command {
     Result(enqueue::ResultArgs),
     /// Print job events.
     Events(events::EventsArgs),
+    /// A job's status, attempts and timestamps.
+    Status(jobs::StatusArgs),
+    /// Cancel a job: a pending one never runs, a running one is stopped.
+    Cancel(jobs::CancelArgs),
+    /// Live workers (from their heartbeats).
+    Workers(jobs::ListArgs),
+    /// Pending, running, completed, failed and dead-letter counts per queue.
+    Stats(jobs::ListArgs),
+    /// The dead-letter queue: list and replay.
+    Dlq(jobs::DlqArgs),
     /// Run a handler once, locally, without NATS: try a handler before deploying it.
     Run(run::RunArgs),
     /// Measure throughput and latency of echo jobs through a real worker.
@@ -86,6 +97,11 @@ impl Cli {
             Command::Enqueue(args) => enqueue::enqueue(args, output).await,
             Command::Result(args) => enqueue::result(args, output).await,
             Command::Events(args) => events::run(args, output).await,
+            Command::Status(args) => jobs::status(args, output).await,
+            Command::Cancel(args) => jobs::cancel(args, output).await,
+            Command::Workers(args) => jobs::workers(args, output).await,
+            Command::Stats(args) => jobs::stats(args, output).await,
+            Command::Dlq(args) => jobs::dlq(args, output).await,
             Command::Run(args) => run::run(args, output).await,
             Command::Bench(args) => bench::run(args, output).await,
         }

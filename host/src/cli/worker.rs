@@ -32,6 +32,12 @@ pub struct WorkerArgs {
     /// This worker's id (default: a fresh unique one).
     #[arg(long)]
     worker_id: Option<String>,
+    /// Where compiled handlers are cached (default: ~/.cache/jobbox/compiled).
+    #[arg(long, env = "JOBBOX_CACHE_DIR")]
+    cache_dir: Option<std::path::PathBuf>,
+    /// Compile every handler at start, without the on-disk cache.
+    #[arg(long, conflicts_with = "cache_dir")]
+    no_cache: bool,
 }
 
 impl WorkerArgs {
@@ -45,6 +51,13 @@ impl WorkerArgs {
         if let Some(id) = &self.worker_id {
             config.worker_id.clone_from(id);
         }
+        config.cache_dir = if self.no_cache {
+            None
+        } else {
+            self.cache_dir
+                .clone()
+                .or_else(crate::registry::default_cache_dir)
+        };
         config
     }
 }

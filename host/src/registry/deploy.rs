@@ -1,5 +1,20 @@
 //! Deploying a handler: validate with the worker's own sandbox, store by digest,
 //! point the route at it. A refused upload leaves the route untouched.
+//!
+//! What is checked, in order, before anything is written to NATS:
+//!
+//! 1. the job type is a valid name;
+//! 2. the route's limits can work: the output ceiling leaves room for the rest of the
+//!    result in one NATS message and fits in one host call ([`max_output_bytes`]);
+//! 3. the bytes are no larger than [`MAX_COMPONENT_BYTES`];
+//! 4. they are a WebAssembly component (not a core module, not precompiled native
+//!    code such as a `.cwasm`, not something else);
+//! 5. the component compiles within the deploy's compile cap
+//!    ([`DEPLOY_COMPILE_TIMEOUT`] by default);
+//! 6. it exports `jobbox:handler/handler@0.1.0` with the exact types this host calls,
+//!    and imports nothing the worker's linker does not provide.
+//!
+//! Only then is the component stored (by digest) and the route updated.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -7,10 +22,22 @@ use std::time::Duration;
 use chrono::Utc;
 use jobbox::{Client, ClientError, HandlerLimits, JobEvent, JobEventType, Route};
 
-use crate::sandbox::{EngineConfig, LoadError, Sandbox};
+use crate::sandbox::limits::HOSTCALL_BYTES;
+use crate::sandbox::{EngineConfig, LoadError, MAX_COMPONENT_BYTES, Sandbox};
 
 /// Longest a deploy waits for the component to compile before refusing it.
+///
+/// Compilation is not bounded by wasmtime's security model; with uploads capped at
+/// [`MAX_COMPONENT_BYTES`], 30 s is many times what a legitimate handler takes (a
+/// few hundred ms for a typical Rust handler). Note that the compiler thread cannot
+/// be stopped: a refused compile finishes in the background.
 pub const DEPLOY_COMPILE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Bytes a stored result needs besides the handler's output: status, error and
+/// (trimmed) traceback, usage, ids and timestamps. The worker drops a result's logs
+/// when they would not fit (see `encode_result` in the worker), so logs are not
+/// counted here.
+pub const RESULT_ENVELOPE_BYTES: u64 = 16 * 1024;
 
 /// Options of a deploy.
 #[derive(Debug, Clone, Default)]
@@ -32,6 +59,9 @@ pub enum DeployError {
     /// The job type is not a valid name.
     #[error("invalid job type {0:?}: use letters, digits, '-' and '_'")]
     BadJobType(String),
+    /// The route's limits cannot work (e.g. its results could never be stored).
+    #[error("refused: {0}")]
+    BadLimits(String),
     /// Talking to NATS failed.
     #[error(transparent)]
     Nats(#[from] ClientError),
@@ -41,42 +71,132 @@ pub enum DeployError {
 }
 
 /// Validates `wasm`, stores it and points `job_type`'s route at it.
+///
+/// Compilation is capped at [`DEPLOY_COMPILE_TIMEOUT`]; see
+/// [`DeployOptions::deploy_with_compile_timeout`] for another cap.
 pub async fn deploy(
     client: &Client,
     job_type: &str,
     wasm: Vec<u8>,
     options: DeployOptions,
 ) -> Result<Route, DeployError> {
-    if !jobbox::is_valid_name(job_type) {
-        return Err(DeployError::BadJobType(job_type.to_string()));
+    options
+        .deploy_with_compile_timeout(client, job_type, wasm, DEPLOY_COMPILE_TIMEOUT)
+        .await
+}
+
+/// The largest output ceiling a route may have when results travel in NATS messages
+/// of at most `max_payload` bytes: the output plus [`RESULT_ENVELOPE_BYTES`] must fit
+/// in one message, and the output must fit in one host call ([`HOSTCALL_BYTES`]: it
+/// crosses from the guest into the worker as the return value of one call).
+///
+/// With a default nats-server (`max_payload` 1 MiB) that is 1 MiB − 16 KiB.
+#[must_use]
+pub fn max_output_bytes(max_payload: usize) -> u64 {
+    let in_a_message = (max_payload as u64).saturating_sub(RESULT_ENVELOPE_BYTES);
+    in_a_message.min(HOSTCALL_BYTES as u64)
+}
+
+/// Refuses limits a route cannot work with.
+fn check_limits(limits: &HandlerLimits, max_payload: usize) -> Result<(), DeployError> {
+    let max_output = max_output_bytes(max_payload);
+    if limits.output_bytes > max_output {
+        return Err(DeployError::BadLimits(format!(
+            "an output ceiling of {} bytes is more than a result can carry: the result \
+             must fit in one NATS message (the server's max_payload is {max_payload} \
+             bytes) and the output in one host call ({HOSTCALL_BYTES} bytes); use at \
+             most {max_output} bytes",
+            limits.output_bytes
+        )));
     }
-    let sandbox = Sandbox::new(EngineConfig {
-        concurrency: 1,
-        max_memory_bytes: options.limits.memory_bytes,
-        pooling: false,
-    })
-    .map_err(DeployError::Sandbox)?;
-    let wasm: Arc<[u8]> = Arc::from(wasm);
-    sandbox
-        .load(Arc::clone(&wasm), DEPLOY_COMPILE_TIMEOUT)
-        .await?;
-    let digest = client.put_handler(&wasm).await?;
-    let route = Route {
-        job_type: job_type.to_string(),
-        digest: digest.clone(),
-        version: options.version,
-        limits: options.limits,
-        deployed_at: Utc::now(),
-        deployed_by: options.deployed_by,
-        size_bytes: wasm.len() as u64,
-    };
-    client.set_route(&route).await?;
-    let mut event = JobEvent::handler(JobEventType::HandlerDeployed, job_type, &digest);
-    if let Some(version) = &route.version {
-        event = event.with_detail("version", version.clone());
+    Ok(())
+}
+
+impl DeployOptions {
+    /// Like [`deploy`], refusing the component if it does not compile within
+    /// `compile_timeout` instead of [`DEPLOY_COMPILE_TIMEOUT`].
+    ///
+    /// (A method rather than a field of `DeployOptions`, so that adding it did not
+    /// change how the options are built.)
+    pub async fn deploy_with_compile_timeout(
+        self,
+        client: &Client,
+        job_type: &str,
+        wasm: Vec<u8>,
+        compile_timeout: Duration,
+    ) -> Result<Route, DeployError> {
+        if !jobbox::is_valid_name(job_type) {
+            return Err(DeployError::BadJobType(job_type.to_string()));
+        }
+        check_limits(&self.limits, client.nats().server_info().max_payload)?;
+        // Checked again by the compile step; refusing here spares building an engine.
+        if wasm.len() > MAX_COMPONENT_BYTES {
+            return Err(LoadError::TooLarge {
+                size: wasm.len(),
+                max: MAX_COMPONENT_BYTES,
+            }
+            .into());
+        }
+        let sandbox = Sandbox::new(EngineConfig {
+            concurrency: 1,
+            max_memory_bytes: self.limits.memory_bytes,
+            pooling: false,
+        })
+        .map_err(DeployError::Sandbox)?;
+        let wasm: Arc<[u8]> = Arc::from(wasm);
+        sandbox.load(Arc::clone(&wasm), compile_timeout).await?;
+        let digest = client.put_handler(&wasm).await?;
+        let route = Route {
+            job_type: job_type.to_string(),
+            digest: digest.clone(),
+            version: self.version,
+            limits: self.limits,
+            deployed_at: Utc::now(),
+            deployed_by: self.deployed_by,
+            size_bytes: wasm.len() as u64,
+        };
+        client.set_route(&route).await?;
+        let mut event = JobEvent::handler(JobEventType::HandlerDeployed, job_type, &digest);
+        if let Some(version) = &route.version {
+            event = event.with_detail("version", version.clone());
+        }
+        if let Ok(ack) = client.publish_event(&event).await {
+            let _ = ack.await;
+        }
+        Ok(route)
     }
-    if let Ok(ack) = client.publish_event(&event).await {
-        let _ = ack.await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_limits_fit_a_default_server() {
+        let max_payload = jobbox::NATS_MAX_PAYLOAD;
+        assert!(check_limits(&HandlerLimits::default(), max_payload).is_ok());
+        assert_eq!(
+            max_output_bytes(max_payload),
+            (max_payload as u64) - RESULT_ENVELOPE_BYTES
+        );
     }
-    Ok(route)
+
+    #[test]
+    fn output_ceilings_a_result_cannot_carry_are_refused() {
+        let max_payload = jobbox::NATS_MAX_PAYLOAD;
+        let at_most = max_output_bytes(max_payload);
+        let fits = HandlerLimits {
+            output_bytes: at_most,
+            ..HandlerLimits::default()
+        };
+        assert!(check_limits(&fits, max_payload).is_ok());
+        let too_big = HandlerLimits {
+            output_bytes: at_most + 1,
+            ..HandlerLimits::default()
+        };
+        let error = check_limits(&too_big, max_payload).expect_err("refused");
+        assert!(error.to_string().contains("max_payload"), "{error}");
+        // A server with bigger messages does not lift the host-call cap.
+        assert_eq!(max_output_bytes(64 << 20), HOSTCALL_BYTES as u64);
+    }
 }

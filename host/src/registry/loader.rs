@@ -1,12 +1,15 @@
-//! Loading handlers by digest: fetch from the object store, verify, compile once.
+//! Loading handlers by digest: from the compile cache if it has them, else fetch
+//! from the object store, verify, compile once (and store in the cache).
 
 use std::collections::HashMap;
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use jobbox::{Client, ClientError, ErrorType};
 use tokio::sync::OnceCell;
 
+use super::cache::{CacheError, CacheStats, CompileCache};
 use crate::sandbox::{Failure, Handler, Sandbox};
 
 /// Longest a handler may take to compile on a worker before it is refused.
@@ -15,21 +18,56 @@ pub const COMPILE_TIMEOUT: Duration = Duration::from_secs(60);
 type Slot = Arc<OnceCell<Handler>>;
 
 /// Compiles each digest at most once and shares the result.
+///
+/// With a compile cache ([`HandlerLoader::with_cache_dir`]) a digest compiled by an
+/// earlier run of this worker (same build, same engine settings) is read back from
+/// disk instead of compiled.
 #[derive(Debug, Clone)]
 pub struct HandlerLoader {
     client: Client,
     sandbox: Sandbox,
+    cache: Option<CompileCache>,
     loaded: Arc<Mutex<HashMap<String, Slot>>>,
 }
 
 impl HandlerLoader {
-    /// A loader that reads from `client`'s object store and compiles with `sandbox`.
+    /// A loader that reads from `client`'s object store and compiles with `sandbox`,
+    /// without a compile cache.
     pub fn new(client: Client, sandbox: Sandbox) -> Self {
         Self {
             client,
             sandbox,
+            cache: None,
             loaded: Arc::default(),
         }
+    }
+
+    /// Uses a compile cache under `dir` (created, mode 0700, if missing), e.g.
+    /// [`default_cache_dir`](super::default_cache_dir). Fails if the directory cannot
+    /// be created or other users can write to it.
+    pub fn with_cache_dir(self, dir: impl Into<PathBuf>) -> Result<Self, CacheError> {
+        let cache = CompileCache::open(dir, self.sandbox.engine())?;
+        Ok(self.with_cache(cache))
+    }
+
+    /// Uses `cache` (opened for this loader's sandbox engine).
+    #[must_use]
+    pub fn with_cache(mut self, cache: CompileCache) -> Self {
+        self.cache = Some(cache);
+        self
+    }
+
+    /// The compile cache, if one is configured.
+    pub fn cache(&self) -> Option<&CompileCache> {
+        self.cache.as_ref()
+    }
+
+    /// What the compile cache did so far (all zero without a cache).
+    pub fn cache_stats(&self) -> CacheStats {
+        self.cache
+            .as_ref()
+            .map(CompileCache::stats)
+            .unwrap_or_default()
     }
 
     /// The sandbox handlers are compiled for.
@@ -44,9 +82,36 @@ impl HandlerLoader {
             let mut loaded = self.loaded.lock().unwrap_or_else(PoisonError::into_inner);
             Arc::clone(loaded.entry(digest.to_string()).or_default())
         };
-        slot.get_or_try_init(|| self.fetch_and_compile(digest))
+        slot.get_or_try_init(|| self.load_uncached(digest))
             .await
             .cloned()
+    }
+
+    async fn load_uncached(&self, digest: &str) -> Result<Handler, Failure> {
+        if let Some(cache) = &self.cache {
+            let (cache, sandbox, wanted) =
+                (cache.clone(), self.sandbox.clone(), digest.to_string());
+            if let Ok(Some(handler)) =
+                tokio::task::spawn_blocking(move || cache.get(&sandbox, &wanted)).await
+            {
+                tracing::info!(%digest, "handler loaded from the compile cache");
+                return Ok(handler);
+            }
+        }
+        let handler = self.fetch_and_compile(digest).await?;
+        if let Some(cache) = &self.cache {
+            let (cache, compiled) = (cache.clone(), handler.clone());
+            match tokio::task::spawn_blocking(move || cache.put(&compiled)).await {
+                Ok(Ok(path)) => {
+                    tracing::debug!(%digest, path = %path.display(), "compiled handler cached");
+                }
+                Ok(Err(e)) => {
+                    tracing::warn!(%digest, error = %e, "failed to cache a compiled handler")
+                }
+                Err(e) => tracing::warn!(%digest, error = %e, "failed to cache a compiled handler"),
+            }
+        }
+        Ok(handler)
     }
 
     async fn fetch_and_compile(&self, digest: &str) -> Result<Handler, Failure> {
@@ -65,7 +130,7 @@ impl HandlerLoader {
             .load(Arc::from(bytes), COMPILE_TIMEOUT)
             .await
             .map_err(|e| Failure::new(ErrorType::InvalidHandler, e.to_string()))?;
-        tracing::info!(%digest, "handler loaded");
+        tracing::info!(%digest, "handler compiled");
         Ok(handler)
     }
 }

@@ -1,10 +1,25 @@
 //! Following the routes bucket: load each new version in the background, then swap.
+//!
+//! Every route write has a revision (its sequence in the bucket's stream). The watcher
+//! notes each revision as it arrives, before the load starts; a load that finishes
+//! after a newer revision of the same job type was seen is dropped, so two quick
+//! deploys v2 then v3 end with v3 installed however long v2 takes to compile.
 
+use std::time::Duration;
+
+use async_nats::jetstream::kv::Operation;
 use futures::StreamExt;
 use jobbox::{Client, JobEvent, JobEventType, Route, wire};
 use tokio_util::sync::CancellationToken;
 
-use super::{ActiveRoute, RouteTable};
+use super::{ActiveRoute, Installed, RouteTable, versions};
+
+/// Routes loaded at the same time at startup (each compile is itself parallel).
+const STARTUP_LOADS: usize = 4;
+
+/// Attempts at a load that failed for a reason a retry may fix (the object store
+/// was unreachable), while the route is still the newest.
+const LOAD_ATTEMPTS: u32 = 4;
 
 /// Loads every current route, then follows changes until `shutdown`.
 ///
@@ -16,15 +31,22 @@ pub async fn watch_routes(
     worker_id: String,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    for route in client.routes().await? {
-        apply(&client, &table, &worker_id, route).await;
-    }
+    // Watch first: a route written while the current ones load is in the watch.
     let mut watch = client
         .layout()
         .routes
         .watch_with_history(">")
         .await
         .map_err(|e| anyhow::anyhow!("failed to watch the routes bucket: {e}"))?;
+    let current = versions::current_routes(&client).await?;
+    for (revision, route) in &current {
+        table.note_revision(&route.job_type, *revision);
+    }
+    futures::stream::iter(current)
+        .map(|(revision, route)| apply(&client, &table, &worker_id, route, revision))
+        .buffer_unordered(STARTUP_LOADS)
+        .collect::<()>()
+        .await;
     tokio::spawn(async move {
         loop {
             let entry = tokio::select! {
@@ -43,7 +65,11 @@ pub async fn watch_routes(
                 }
             };
             match entry.operation {
-                async_nats::jetstream::kv::Operation::Put => {
+                Operation::Put => {
+                    // Replays of routes already loaded at startup are not newer.
+                    if !table.note_revision(&entry.key, entry.revision) {
+                        continue;
+                    }
                     match wire::decode::<Route>(&entry.value) {
                         Ok(route) => {
                             // Load in the background: jobs keep running on the
@@ -51,13 +77,16 @@ pub async fn watch_routes(
                             let (client, table, worker_id) =
                                 (client.clone(), table.clone(), worker_id.clone());
                             tokio::spawn(async move {
-                                apply(&client, &table, &worker_id, route).await;
+                                apply(&client, &table, &worker_id, route, entry.revision).await;
                             });
                         }
                         Err(e) => tracing::warn!(key = %entry.key, error = %e, "unreadable route"),
                     }
                 }
-                _ => table.remove(&entry.key),
+                Operation::Delete | Operation::Purge => {
+                    tracing::info!(job_type = %entry.key, "route removed");
+                    table.remove(&entry.key, entry.revision);
+                }
             }
         }
     });
@@ -65,32 +94,60 @@ pub async fn watch_routes(
 }
 
 /// Loads `route`'s handler and installs it; reports a swap or a failed load.
-async fn apply(client: &Client, table: &RouteTable, worker_id: &str, route: Route) {
+async fn apply(client: &Client, table: &RouteTable, worker_id: &str, route: Route, revision: u64) {
     if table
         .get(&route.job_type)
-        .is_some_and(|active| active.route == route)
+        .is_some_and(|active| active.revision >= revision)
     {
         return;
     }
     let job_type = route.job_type.clone();
     let digest = route.digest.clone();
-    match table.loader().load(&digest).await {
-        Ok(handler) => {
-            let old = table.install(ActiveRoute { route, handler });
-            if old.as_deref() != Some(digest.as_str()) {
-                tracing::info!(%job_type, %digest, old = ?old, "handler swapped in");
-                let mut event = JobEvent::handler(JobEventType::HandlerSwapped, &job_type, &digest)
-                    .with_worker(worker_id);
-                if let Some(old) = old {
-                    event = event.with_detail("old_digest", old);
-                }
-                publish(client, &event).await;
+    let mut attempt = 1;
+    let loaded = loop {
+        match table.loader().load(&digest).await {
+            Err(failure)
+                if failure.retryable
+                    && attempt < LOAD_ATTEMPTS
+                    && table.is_newest(&job_type, revision) =>
+            {
+                tracing::warn!(%job_type, %digest, %failure, attempt, "handler load failed; retrying");
+                tokio::time::sleep(Duration::from_secs(1 << attempt)).await;
+                attempt += 1;
             }
+            other => break other,
         }
+    };
+    match loaded {
+        Ok(handler) => match table.install(ActiveRoute {
+            route,
+            handler,
+            revision,
+        }) {
+            Installed::Replaced(old) => {
+                if old.as_deref() != Some(digest.as_str()) {
+                    tracing::info!(%job_type, %digest, old = ?old, revision, "handler swapped in");
+                    let mut event =
+                        JobEvent::handler(JobEventType::HandlerSwapped, &job_type, &digest)
+                            .with_worker(worker_id)
+                            .with_detail("revision", revision.to_string());
+                    if let Some(old) = old {
+                        event = event.with_detail("old_digest", old);
+                    }
+                    publish(client, &event).await;
+                }
+            }
+            Installed::AlreadyActive => {}
+            Installed::Stale { newest } => {
+                tracing::info!(%job_type, %digest, revision, newest, "a newer route arrived while this version loaded; not installing it");
+            }
+        },
         Err(failure) => {
+            table.record_failure(&route, revision, &failure);
             tracing::error!(%job_type, %digest, %failure, "new handler version failed to load; keeping the current one");
             let event = JobEvent::handler(JobEventType::HandlerSwapped, &job_type, &digest)
                 .with_worker(worker_id)
+                .with_detail("revision", revision.to_string())
                 .with_error(failure.error_type, failure.message.clone())
                 .with_message("load failed; the current version keeps serving");
             publish(client, &event).await;

@@ -112,6 +112,20 @@ impl Handler {
         Self::link(sandbox, &component, digest_of(bytes), bytes.len())
     }
 
+    /// Links and pre-instantiates a component compiled earlier by this sandbox's
+    /// engine (e.g. read back from the compile cache), as the handler with `digest`
+    /// whose `.wasm` was `size` bytes.
+    ///
+    /// Runs the same export and import checks as [`Handler::compile`].
+    pub fn from_component(
+        sandbox: &Sandbox,
+        component: &Component,
+        digest: String,
+        size: usize,
+    ) -> Result<Self, LoadError> {
+        Self::link(sandbox, component, digest, size)
+    }
+
     /// Links an already compiled component.
     pub(super) fn link(
         sandbox: &Sandbox,

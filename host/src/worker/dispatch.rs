@@ -14,6 +14,7 @@ use jobbox::{ErrorType, Job, JobEvent, JobEventType, JobResult, JobStatus, Usage
 use tokio::sync::watch;
 
 use super::Shared;
+use super::state::{self, Claim};
 use super::verdict::{Verdict, decide};
 use crate::sandbox::{CancelFlag, Failure, JobControl, RunOutcome};
 
@@ -50,6 +51,31 @@ pub(super) async fn process(shared: &Shared, queue: &str, message: Message) {
         return;
     }
 
+    // A delayed job is moved into its lane by the server when due; one that still
+    // arrives early (clocks disagree) goes back until then.
+    if let Some(at) = job.scheduled_at
+        && let Ok(wait) = (at - Utc::now()).to_std()
+        && wait > Duration::from_millis(50)
+    {
+        ack(&message, AckKind::Nak(Some(wait))).await;
+        return;
+    }
+
+    match state::claim(shared, &job).await {
+        Claim::Cancelled => {
+            let failure = Failure::new(
+                ErrorType::Cancelled,
+                "the job was cancelled before it started",
+            );
+            return finish_without_run(shared, &message, &job, failure).await;
+        }
+        Claim::Run(attempt) => {
+            job.attempt = attempt;
+            span.record("attempt", job.attempt);
+        }
+        Claim::RunUntracked => {}
+    }
+
     let active = match shared
         .routes
         .resolve(&job.job_type, job.handler.as_deref())
@@ -77,11 +103,12 @@ pub(super) async fn process(shared: &Shared, queue: &str, message: Message) {
         cancel: CancelFlag::default(),
         progress: progress_tx,
     };
+    let _running = shared.running.enter(&job.id, control.cancel.clone());
     let outcome = {
         let run = shared
             .sandbox
             .run(&active.handler, &job, limits, control.clone());
-        let keepalive = keep_alive(shared, &message, &job, progress_rx, &worker_id);
+        let keepalive = keep_alive(shared, &message, &job, progress_rx, &control.cancel);
         tokio::pin!(run);
         tokio::select! {
             outcome = &mut run => outcome,
@@ -146,13 +173,21 @@ async fn keep_alive(
     message: &Message,
     job: &Job,
     mut progress: watch::Receiver<Option<jobbox::JobProgress>>,
-    worker_id: &str,
+    cancel: &CancelFlag,
 ) {
+    let worker_id = shared.config.worker_id.as_str();
     let interval = (shared.config.ack_wait / 3).max(Duration::from_millis(100));
     let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
     loop {
         tokio::select! {
-            _ = ticker.tick() => ack(message, AckKind::Progress).await,
+            _ = ticker.tick() => {
+                ack(message, AckKind::Progress).await;
+                // The cancel broadcast is core NATS and can be missed; the state
+                // bucket is the durable record of a cancellation.
+                if state::cancel_requested(shared, &job.id).await {
+                    cancel.cancel();
+                }
+            }
             changed = progress.changed() => {
                 if changed.is_err() {
                     // The run is over; keep ticking until dropped.
@@ -259,6 +294,8 @@ async fn record(
             event = event.with_error(failure.error_type, failure.message.clone());
         }
         publish_event(shared, &event).await;
+        let error = failure.map(|f| f.message.as_str());
+        state::record_status(shared, job, JobStatus::Retrying, error, Some(started_at)).await;
         counters
             .retried
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -279,6 +316,17 @@ async fn record(
         &counters.failed
     };
     counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let error = outcome.result.as_ref().err().map(|f| f.message.as_str());
+    state::record_status(shared, job, status, error, Some(started_at)).await;
+    let queue_counter = match status {
+        JobStatus::Completed => "completed",
+        JobStatus::DeadLetter => "dead_letter",
+        JobStatus::Cancelled => "cancelled",
+        _ => "failed",
+    };
+    if let Err(e) = shared.client.count(&job.queue, queue_counter).await {
+        tracing::warn!(error = %e, "failed to count the job");
+    }
     // The result is durable: the event and the ack can go out together.
     tokio::join!(
         emit_final_event(shared, job, digest, &outcome, status, started_at),

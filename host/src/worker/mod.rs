@@ -4,6 +4,9 @@
 mod backoff;
 mod consume;
 mod dispatch;
+mod heartbeat;
+mod running;
+mod state;
 mod verdict;
 
 use std::sync::Arc;
@@ -17,6 +20,8 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 pub use backoff::{RETRY_BASE, RETRY_CAP, retry_delay};
+pub use heartbeat::HEARTBEAT_INTERVAL;
+pub use running::RunningJobs;
 pub use verdict::{Verdict, decide};
 
 use crate::registry::{HandlerLoader, RouteTable, watch_routes};
@@ -47,6 +52,8 @@ pub struct WorkerConfig {
     pub ack_wait: Duration,
     /// See [`DEFAULT_SHUTDOWN_GRACE`].
     pub shutdown_grace: Duration,
+    /// Where compiled handlers are cached on disk (`None`: no cache).
+    pub cache_dir: Option<std::path::PathBuf>,
 }
 
 impl WorkerConfig {
@@ -59,6 +66,7 @@ impl WorkerConfig {
             max_memory_bytes: 256 * 1024 * 1024,
             ack_wait: DEFAULT_ACK_WAIT,
             shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
+            cache_dir: None,
         }
     }
 }
@@ -85,6 +93,8 @@ pub(crate) struct Shared {
     pub slots: Arc<Semaphore>,
     /// Cancelled when running jobs must be abandoned and handed back.
     pub abort: CancellationToken,
+    /// The jobs running now.
+    pub running: RunningJobs,
 }
 
 /// A running worker.
@@ -109,7 +119,12 @@ impl Worker {
             pooling: true,
         })
         .context("failed to build the sandbox")?;
-        let loader = HandlerLoader::new(client.clone(), sandbox.clone());
+        let mut loader = HandlerLoader::new(client.clone(), sandbox.clone());
+        if let Some(dir) = &config.cache_dir {
+            loader = loader.with_cache_dir(dir.clone()).with_context(|| {
+                format!("failed to open the compile cache at {}", dir.display())
+            })?;
+        }
         let routes = RouteTable::new(client.clone(), loader);
         Ok(Self {
             shared: Arc::new(Shared {
@@ -120,6 +135,7 @@ impl Worker {
                 routes,
                 counters: WorkerCounters::default(),
                 abort: CancellationToken::new(),
+                running: RunningJobs::default(),
             }),
         })
     }
@@ -146,6 +162,13 @@ impl Worker {
         )
         .await
         .context("failed to load the current routes")?;
+        let started_at = chrono::Utc::now();
+        heartbeat::beat(&shared, jobbox::WorkerState::Starting, started_at).await;
+        let background = CancellationToken::new();
+        tokio::spawn(heartbeat::cancel_listener(
+            Arc::clone(&shared),
+            background.clone(),
+        ));
         let tracker = TaskTracker::new();
         let mut consumers = Vec::new();
         for queue in &shared.config.queues {
@@ -160,8 +183,14 @@ impl Worker {
                 shutdown.clone(),
             )));
         }
+        tokio::spawn(heartbeat::heartbeat_loop(
+            Arc::clone(&shared),
+            started_at,
+            background.clone(),
+        ));
         tracing::info!(worker_id = %shared.config.worker_id, queues = ?shared.config.queues, concurrency = shared.config.concurrency, "worker started");
         shutdown.cancelled().await;
+        heartbeat::beat(&shared, jobbox::WorkerState::Stopping, started_at).await;
         tracing::info!("shutting down: no new jobs; waiting for running jobs");
         for consumer in consumers {
             let _ = consumer.await;
@@ -174,6 +203,16 @@ impl Worker {
             tracing::warn!("grace period over: handing running jobs back for redelivery");
             shared.abort.cancel();
             tracker.wait().await;
+        }
+        background.cancel();
+        if let Err(e) = shared
+            .client
+            .layout()
+            .workers
+            .delete(&shared.config.worker_id)
+            .await
+        {
+            tracing::warn!(error = %e, "failed to remove the heartbeat");
         }
         tracing::info!("worker stopped");
         Ok(())

@@ -1,0 +1,120 @@
+//! Worker heartbeats in the workers bucket, whose TTL makes a dead worker's entry
+//! expire, and the cancellation listener.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use bytes::Bytes;
+use chrono::{DateTime, Utc};
+use futures::StreamExt;
+use jobbox::{WorkerState, WorkerStatus, nats, wire};
+use tokio_util::sync::CancellationToken;
+
+use super::Shared;
+
+/// How often a worker renews its heartbeat: a third of the bucket's TTL, so one lost
+/// heartbeat never makes a live worker look dead.
+pub const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(5);
+
+/// The worker's status as of now.
+pub(super) fn status(
+    shared: &Shared,
+    state: WorkerState,
+    started_at: DateTime<Utc>,
+) -> WorkerStatus {
+    let current_jobs = shared.running.ids();
+    let state = match state {
+        WorkerState::Idle | WorkerState::Busy if current_jobs.is_empty() => WorkerState::Idle,
+        WorkerState::Idle | WorkerState::Busy => WorkerState::Busy,
+        other => other,
+    };
+    WorkerStatus {
+        worker_id: shared.config.worker_id.clone(),
+        state,
+        queues: shared.config.queues.clone(),
+        current_jobs,
+        handlers: shared.routes.digests(),
+        started_at,
+        heartbeat_at: Utc::now(),
+        jobs_done: shared.counters.done.load(Ordering::Relaxed),
+        jobs_failed: shared.counters.failed.load(Ordering::Relaxed),
+        hostname: std::env::var("HOSTNAME").ok(),
+        concurrency: shared.config.concurrency,
+        last_error: last_load_failure(shared),
+    }
+}
+
+/// The handler versions this worker failed to load, as one line for `jobbox workers`.
+fn last_load_failure(shared: &Shared) -> Option<String> {
+    let failures = shared.routes.load_failures();
+    if failures.is_empty() {
+        return None;
+    }
+    let lines: Vec<String> = failures
+        .iter()
+        .map(|(job_type, failure)| {
+            format!(
+                "{job_type} {}: {}",
+                failure.digest,
+                failure.error_type.as_str()
+            )
+        })
+        .collect();
+    Some(format!("failed to load {}", lines.join("; ")))
+}
+
+/// Writes one heartbeat.
+pub(super) async fn beat(shared: &Shared, state: WorkerState, started_at: DateTime<Utc>) {
+    let status = status(shared, state, started_at);
+    let Ok(bytes) = wire::encode(&status) else {
+        return;
+    };
+    if let Err(e) = shared
+        .client
+        .layout()
+        .workers
+        .put(&shared.config.worker_id, Bytes::from(bytes))
+        .await
+    {
+        tracing::warn!(error = %e, "failed to write the heartbeat");
+    }
+}
+
+/// Renews the heartbeat every [`HEARTBEAT_INTERVAL`] until `stop`.
+pub(super) async fn heartbeat_loop(
+    shared: Arc<Shared>,
+    started_at: DateTime<Utc>,
+    stop: CancellationToken,
+) {
+    let mut ticker = tokio::time::interval(HEARTBEAT_INTERVAL);
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => return,
+            _ = ticker.tick() => beat(&shared, WorkerState::Idle, started_at).await,
+        }
+    }
+}
+
+/// Stops running jobs whose cancellation is broadcast, until `stop`.
+pub(super) async fn cancel_listener(shared: Arc<Shared>, stop: CancellationToken) {
+    let mut subscription = match shared.client.nats().subscribe(nats::CANCEL_SUBJECTS).await {
+        Ok(subscription) => subscription,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot listen for cancellations; relying on the state bucket");
+            return;
+        }
+    };
+    loop {
+        let message = tokio::select! {
+            () = stop.cancelled() => return,
+            message = subscription.next() => message,
+        };
+        let Some(message) = message else { return };
+        if let Some(job_id) = message.subject.rsplit('.').next()
+            && shared.running.cancel(job_id)
+        {
+            tracing::info!(%job_id, "cancelling a running job");
+        }
+    }
+}
