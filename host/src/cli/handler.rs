@@ -236,7 +236,7 @@ fn print_history(
                         route.deployed_by.as_deref().unwrap_or("-"),
                     ),
                     None => println!(
-                        "{mark} {:<9} {:<20} {:<10} {:<9} {:<20}",
+                        "{mark} {:<9} {:<20} {:<10} {:<9} {}",
                         version.revision, "(removed)", "-", "-", written
                     ),
                 }

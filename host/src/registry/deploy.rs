@@ -11,8 +11,10 @@
 //!    code such as a `.cwasm`, not something else);
 //! 5. the component compiles within the deploy's compile cap
 //!    ([`DEPLOY_COMPILE_TIMEOUT`] by default);
-//! 6. it exports `jobbox:handler/handler@0.1.0` with the exact types this host calls,
-//!    and imports nothing the worker's linker does not provide.
+//! 6. it exports `jobbox:handler/handler@0.1.0`, imports nothing the worker's linker
+//!    does not provide, and its `handle` has exactly the type this host calls
+//!    ([`check_handle_signature`]: without it, a component with the right interface
+//!    name but another `handle` would be routed, and fail every job).
 //!
 //! Only then is the component stored (by digest) and the route updated.
 
@@ -21,9 +23,12 @@ use std::time::Duration;
 
 use chrono::Utc;
 use jobbox::{Client, ClientError, HandlerLimits, JobEvent, JobEventType, Route};
+use wasmtime::component::Component;
+use wasmtime::component::types::ComponentItem;
 
+use crate::sandbox::bindings::{GuestJob, HandlerError};
 use crate::sandbox::limits::HOSTCALL_BYTES;
-use crate::sandbox::{EngineConfig, LoadError, MAX_COMPONENT_BYTES, Sandbox};
+use crate::sandbox::{EngineConfig, HANDLER_INTERFACE, LoadError, MAX_COMPONENT_BYTES, Sandbox};
 
 /// Longest a deploy waits for the component to compile before refusing it.
 ///
@@ -112,6 +117,36 @@ fn check_limits(limits: &HandlerLimits, max_payload: usize) -> Result<(), Deploy
     Ok(())
 }
 
+/// Checks that `component`'s `handle` has exactly the type this host calls it with.
+///
+/// Loading a handler checks the export's *name*; the types are otherwise only
+/// checked when a job instantiates it. This is the same check, made statically on the
+/// component's type, with the host's own generated types.
+fn check_handle_signature(
+    engine: &wasmtime::Engine,
+    component: &Component,
+) -> Result<(), LoadError> {
+    const EXPECTED: &str = "func(job: job) -> result<list<u8>, handler-error>";
+    let ty = component.component_type();
+    let not_a_handler = |why: &str| LoadError::MissingExport(why.to_string());
+    let Some(export) = ty.get_export(engine, HANDLER_INTERFACE) else {
+        return Err(not_a_handler("it has no such export"));
+    };
+    let ComponentItem::ComponentInstance(instance) = export.ty else {
+        return Err(not_a_handler("the export is not an interface"));
+    };
+    let Some(handle) = instance.get_export(engine, "handle") else {
+        return Err(not_a_handler("it has no `handle` function"));
+    };
+    let ComponentItem::ComponentFunc(func) = handle.ty else {
+        return Err(not_a_handler("its `handle` is not a function"));
+    };
+    // The very typecheck `get_typed_func` makes when a job instantiates the handler
+    // (a hidden but public wasmtime API; revisit on a wasmtime upgrade).
+    func.typecheck::<(GuestJob,), (Result<Vec<u8>, HandlerError>,)>(&ty.instance_type())
+        .map_err(|e| LoadError::MissingExport(format!("its `handle` is not `{EXPECTED}`: {e:#}")))
+}
+
 impl DeployOptions {
     /// Like [`deploy`], refusing the component if it does not compile within
     /// `compile_timeout` instead of [`DEPLOY_COMPILE_TIMEOUT`].
@@ -144,7 +179,8 @@ impl DeployOptions {
         })
         .map_err(DeployError::Sandbox)?;
         let wasm: Arc<[u8]> = Arc::from(wasm);
-        sandbox.load(Arc::clone(&wasm), compile_timeout).await?;
+        let handler = sandbox.load(Arc::clone(&wasm), compile_timeout).await?;
+        check_handle_signature(sandbox.engine(), handler.component())?;
         let digest = client.put_handler(&wasm).await?;
         let route = Route {
             job_type: job_type.to_string(),

@@ -101,14 +101,18 @@ impl HandlerLoader {
         let handler = self.fetch_and_compile(digest).await?;
         if let Some(cache) = &self.cache {
             let (cache, compiled) = (cache.clone(), handler.clone());
-            match tokio::task::spawn_blocking(move || cache.put(&compiled)).await {
-                Ok(Ok(path)) => {
+            let stored = tokio::task::spawn_blocking(move || cache.put(&compiled))
+                .await
+                .map_err(|e| e.to_string())
+                .and_then(|stored| stored.map_err(|e| e.to_string()));
+            match stored {
+                Ok(path) => {
                     tracing::debug!(%digest, path = %path.display(), "compiled handler cached");
                 }
-                Ok(Err(e)) => {
-                    tracing::warn!(%digest, error = %e, "failed to cache a compiled handler")
+                // The handler still runs; the next start compiles it again.
+                Err(error) => {
+                    tracing::warn!(%digest, %error, "failed to cache a compiled handler");
                 }
-                Err(e) => tracing::warn!(%digest, error = %e, "failed to cache a compiled handler"),
             }
         }
         Ok(handler)
