@@ -409,17 +409,6 @@ fn parse_counter(payload: &[u8]) -> u64 {
         .unwrap_or(0)
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn counter_values_parse() {
-        assert_eq!(parse_counter(br#"{"val":"42"}"#), 42);
-        assert_eq!(parse_counter(b"garbage"), 0);
-    }
-}
-
 impl Client {
     /// Live workers, from their heartbeats (an expired heartbeat is a dead worker).
     pub async fn workers(&self) -> Result<Vec<crate::model::WorkerStatus>, ClientError> {
@@ -446,5 +435,16 @@ impl Client {
         }
         workers.sort_by(|a, b| a.worker_id.cmp(&b.worker_id));
         Ok(workers)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counter_values_parse() {
+        assert_eq!(parse_counter(br#"{"val":"42"}"#), 42);
+        assert_eq!(parse_counter(b"garbage"), 0);
     }
 }

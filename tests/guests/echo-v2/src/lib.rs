@@ -7,12 +7,11 @@
 use jobbox_guest::{Context, Error};
 
 /// Wraps `payload` (JSON, taken as is) in `{"v":2,"input":…}`.
-fn echo_v2(payload: Vec<u8>, _ctx: &Context) -> Result<Vec<u8>, Error> {
-    let mut out = Vec::with_capacity(payload.len() + 16);
-    out.extend_from_slice(br#"{"v":2,"input":"#);
-    out.extend_from_slice(&payload);
-    out.push(b'}');
-    Ok(out)
+fn echo_v2(mut payload: Vec<u8>, _ctx: &Context) -> Result<Vec<u8>, Error> {
+    let prefix = br#"{"v":2,"input":"#;
+    payload.splice(0..0, prefix.iter().copied());
+    payload.push(b'}');
+    Ok(payload)
 }
 
 jobbox_guest::export_handler!(raw echo_v2);
