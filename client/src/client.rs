@@ -205,7 +205,9 @@ impl Client {
             .during(|| format!("publish {} event", event.event_type.as_str()))
     }
 
-    pub(crate) async fn publish_event_with_id(
+    /// Publishes `event` with `Nats-Msg-Id` = `id`, so a repeat inside the events
+    /// stream's duplicate window is stored once.
+    pub async fn publish_event_with_id(
         &self,
         event: &JobEvent,
         id: &str,

@@ -113,3 +113,16 @@ pub fn brief(result: &JobResult) -> String {
         result.worker_id
     )
 }
+
+/// Starts `jobbox worker <args> --nats-url <url>` as a child process (stdout and
+/// stderr discarded), for tests that kill or signal a worker.
+pub fn spawn_worker_process(url: &str, args: &[&str]) -> std::process::Child {
+    std::process::Command::new(jobbox_bin())
+        .arg("worker")
+        .args(args)
+        .args(["--nats-url", url])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("start a worker process")
+}

@@ -163,7 +163,12 @@ impl DeployOptions {
         if !jobbox::is_valid_name(job_type) {
             return Err(DeployError::BadJobType(job_type.to_string()));
         }
-        check_limits(&self.limits, client.nats().server_info().max_payload)?;
+        // The server's INFO says how big a message may be; 0 means none was seen yet.
+        let max_payload = match client.nats().server_info().max_payload {
+            0 => jobbox::NATS_MAX_PAYLOAD,
+            announced => announced,
+        };
+        check_limits(&self.limits, max_payload)?;
         // Checked again by the compile step; refusing here spares building an engine.
         if wasm.len() > MAX_COMPONENT_BYTES {
             return Err(LoadError::TooLarge {

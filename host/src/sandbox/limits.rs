@@ -37,6 +37,7 @@ pub const ASYNC_STACK_BYTES: usize = 2 * 1024 * 1024;
 ///
 /// Rust components use a few hundred function-table entries; 20,000 leaves room for
 /// large programs while bounding a guest that grows tables on purpose (8 bytes each).
+/// (No test guest grows a table: `table.grow` cannot be written in stable Rust.)
 pub const MAX_TABLE_ELEMENTS: usize = 20_000;
 
 /// Most core instances one job's component may create.
@@ -56,13 +57,20 @@ pub const MAX_MEMORIES_PER_JOB: usize = 4;
 ///
 /// wasmtime's default is 128 MiB; host calls in jobbox never need more than a few KiB
 /// at a time (WASI writes are chunked), so 1 MiB bounds what a guest can make the host
-/// allocate on its behalf.
+/// allocate on its behalf. A call over it fails before the host copies anything (the
+/// job ends as a `trap` with trap code `host`; test guest `host-bomb`).
+///
+/// The cap also applies to the handler's output, which crosses into the host as the
+/// return value of `handle`: an output ceiling above it could never be reached, so a
+/// deploy refuses one (`registry::deploy`'s `max_output_bytes`).
 pub const HOSTCALL_BYTES: usize = 1024 * 1024;
 
 /// Bytes of a guest's stdout (and, separately, stderr) that are kept.
 ///
 /// Output past this is dropped and counted, never an error: a chatty handler is not a
-/// failed one. Handlers should use the log import for anything that matters.
+/// failed one. Handlers should use the log import for anything that matters. Neither
+/// stream is stored with a result; the tail of stderr explains a trap in its
+/// `traceback`.
 pub const STDIO_CAPTURE_BYTES: usize = 64 * 1024;
 
 /// Longest single log line kept; longer lines are cut and marked with "…".

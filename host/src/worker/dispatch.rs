@@ -47,7 +47,7 @@ pub(super) async fn process(shared: &Shared, queue: &str, message: Message) {
 
     // A redelivered job that already has its result was finished by a worker that
     // died before acking: ack it, run nothing. (A first delivery cannot have one.)
-    if delivered > 1 && already_finished(shared, &message, &job.id).await {
+    if delivered > 1 && already_finished(shared, &message, &job).await {
         return;
     }
 
@@ -150,10 +150,24 @@ pub(super) async fn process(shared: &Shared, queue: &str, message: Message) {
 
 /// Whether the job already has a result; if so acks the message. On a failed read
 /// the message is handed back and `true` returned (nothing more to do now).
-async fn already_finished(shared: &Shared, message: &Message, job_id: &str) -> bool {
-    match shared.client.layout().results.get(job_id).await {
-        Ok(Some(_)) => {
+async fn already_finished(shared: &Shared, message: &Message, job: &Job) -> bool {
+    match shared.client.layout().results.get(&job.id).await {
+        Ok(Some(bytes)) => {
             tracing::info!("job already has a result; acking the redelivery");
+            if let Ok(result) = wire::decode::<JobResult>(&bytes) {
+                // Its worker may have died before publishing the terminal event.
+                let mut event = JobEvent::new(final_event_type(result.status), job)
+                    .with_worker(result.worker_id.as_str())
+                    .with_usage(result.usage);
+                event.attempt = Some(result.attempts);
+                if let Some(digest) = &result.handler_digest {
+                    event = event.with_handler_digest(digest.as_str());
+                }
+                if let (Some(error_type), Some(error)) = (result.error_type, &result.error) {
+                    event = event.with_error(error_type, error.clone());
+                }
+                publish_final_event(shared, &event, result.start_time).await;
+            }
             ack(message, AckKind::Ack).await;
             true
         }
@@ -453,11 +467,7 @@ async fn emit_final_event(
     status: JobStatus,
     started_at: DateTime<Utc>,
 ) {
-    let event_type = match status {
-        JobStatus::Completed => JobEventType::Completed,
-        JobStatus::Cancelled => JobEventType::Cancelled,
-        _ => JobEventType::Failed,
-    };
+    let event_type = final_event_type(status);
     let elapsed = (Utc::now() - started_at).to_std().unwrap_or_default();
     let mut event = JobEvent::new(event_type, job)
         .with_worker(&shared.config.worker_id)
@@ -469,7 +479,30 @@ async fn emit_final_event(
     if let Err(failure) = &outcome.result {
         event = event.with_error(failure.error_type, failure.message.clone());
     }
-    publish_event(shared, &event).await;
+    publish_final_event(shared, &event, started_at).await;
+}
+
+/// The terminal event of a job's result: COMPLETED, CANCELLED or FAILED.
+fn final_event_type(status: JobStatus) -> JobEventType {
+    match status {
+        JobStatus::Completed => JobEventType::Completed,
+        JobStatus::Cancelled => JobEventType::Cancelled,
+        _ => JobEventType::Failed,
+    }
+}
+
+/// Publishes a terminal event with a message id derived from the result it reports,
+/// so the worker that finds the result on a redelivery can publish it again (its
+/// first worker may have died between the result and the event) without a duplicate.
+async fn publish_final_event(shared: &Shared, event: &JobEvent, started_at: DateTime<Utc>) {
+    let id = format!("{}.final.{}", event.job_id, started_at.timestamp_micros());
+    let stored = match shared.client.publish_event_with_id(event, &id).await {
+        Ok(ack) => ack.await.map(|_| ()).map_err(|e| e.to_string()),
+        Err(e) => Err(e.to_string()),
+    };
+    if let Err(e) = stored {
+        tracing::warn!(event = event.event_type.as_str(), error = %e, "failed to record an event");
+    }
 }
 
 /// Publishes an event and waits for JetStream to store it; failures are logged, not

@@ -3,7 +3,7 @@
 //! graceful shutdown.
 
 use std::collections::HashMap;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use async_nats::jetstream::consumer::{self, PullConsumer};
@@ -16,7 +16,7 @@ use jobbox::{
     JobStatus, wire,
 };
 use jobbox_tests::{
-    NatsServer, RunningWorker, brief, deploy_guest, guests, jobbox_bin, wait_result,
+    NatsServer, RunningWorker, brief, deploy_guest, guests, spawn_worker_process, wait_result,
 };
 use serde_json::{Value, json};
 
@@ -63,8 +63,9 @@ async fn lane_consumer(client: &Client, queue: &str, ack_wait: Duration) -> Pull
 
 async fn take_one(consumer: &PullConsumer) -> async_nats::jetstream::Message {
     let mut batch = consumer
-        .fetch()
+        .batch()
         .max_messages(1)
+        .expires(Duration::from_secs(10))
         .messages()
         .await
         .expect("fetch");
@@ -464,13 +465,10 @@ async fn workers_heartbeat_and_queues_have_stats() {
 async fn a_killed_workers_heartbeat_expires() {
     let server = NatsServer::start();
     let client = Client::connect(&server.url()).await.expect("connect");
-    let mut doomed = Command::new(jobbox_bin())
-        .args(["worker", "--queue", "hb", "--worker-id", "doomed-worker"])
-        .args(["--nats-url", &server.url()])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start a worker process");
+    let mut doomed = spawn_worker_process(
+        &server.url(),
+        &["--queue", "hb", "--worker-id", "doomed-worker"],
+    );
     let seen = async {
         loop {
             if client
@@ -515,21 +513,17 @@ async fn sigterm_during_a_batch_loses_nothing() {
     let server = NatsServer::start();
     let client = Client::connect(&server.url()).await.expect("connect");
     deploy_guest(&client, "sleepy", guests::TIME_BOMB).await;
-    let mut worker = Command::new(jobbox_bin())
-        .args([
-            "worker",
+    let mut worker = spawn_worker_process(
+        &server.url(),
+        &[
             "--queue",
             "term",
             "--concurrency",
             "4",
             "--shutdown-grace",
             "10s",
-        ])
-        .args(["--nats-url", &server.url()])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start a worker process");
+        ],
+    );
     let jobs: Vec<Job> = (0..JOBS)
         .map(|_| {
             Job::json("sleepy", &json!({"sleep_ms": 50}))

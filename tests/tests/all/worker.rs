@@ -2,14 +2,13 @@
 //! event trail of each, nothing left unacked, and a SIGKILLed worker losing nothing.
 
 use std::collections::{BTreeMap, HashMap};
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use futures::StreamExt;
 use jobbox::nats::{self, Lane};
 use jobbox::{Client, EventsFrom, Job, JobEventType, JobStatus};
 use jobbox_tests::{
-    NatsServer, RunningWorker, brief, deploy_guest, guests, jobbox_bin, wait_result,
+    NatsServer, RunningWorker, brief, deploy_guest, guests, spawn_worker_process, wait_result,
 };
 use serde_json::{Value, json};
 
@@ -130,21 +129,10 @@ async fn a_sigkilled_worker_loses_no_job() {
     let client = Client::connect(&server.url()).await.expect("connect");
     deploy_guest(&client, "sleepy", guests::TIME_BOMB).await;
 
-    let mut doomed = Command::new(jobbox_bin())
-        .args([
-            "worker",
-            "--queue",
-            "kill",
-            "--concurrency",
-            "4",
-            "--ack-wait",
-            "2s",
-        ])
-        .args(["--nats-url", &server.url()])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start a worker process");
+    let mut doomed = spawn_worker_process(
+        &server.url(),
+        &["--queue", "kill", "--concurrency", "4", "--ack-wait", "2s"],
+    );
 
     let jobs: Vec<Job> = (0..JOBS)
         .map(|_| {
