@@ -25,7 +25,10 @@ use jobbox::{Client, ErrorType, Route};
 use serde::Serialize;
 
 pub use cache::{CacheError, CacheStats, CompileCache, default_cache_dir, engine_key};
-pub use deploy::{DeployError, DeployOptions, deploy};
+pub use deploy::{
+    DEPLOY_COMPILE_TIMEOUT, DeployError, DeployOptions, RESULT_ENVELOPE_BYTES, deploy,
+    max_output_bytes,
+};
 pub use loader::{COMPILE_TIMEOUT, HandlerLoader};
 pub use versions::{
     Rollback, RollbackOptions, RouteVersion, VersionError, current_route, current_routes, history,

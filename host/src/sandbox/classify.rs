@@ -39,7 +39,7 @@ pub fn classify(
         .with_detail(detail),
         other => {
             let message = panic_message(stderr).map_or_else(
-                || format!("wasm trap: {other}"),
+                || other.to_string(),
                 |panic| format!("guest panicked: {panic}"),
             );
             Failure::new(ErrorType::Trap, message)

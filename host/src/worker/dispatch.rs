@@ -76,11 +76,10 @@ pub(super) async fn process(shared: &Shared, queue: &str, message: Message) {
         Claim::RunUntracked => {}
     }
 
-    let active = match shared
-        .routes
-        .resolve(&job.job_type, job.handler.as_deref())
-        .await
-    {
+    // Loading a new handler version can take a while (fetch + compile): keep the
+    // message meanwhile, or it would be redelivered and run twice.
+    let resolve = shared.routes.resolve(&job.job_type, job.handler.as_deref());
+    let active = match with_progress_acks(shared, &message, resolve).await {
         Ok(active) => active,
         Err(failure) => return finish_without_run(shared, &message, &job, failure).await,
     };
@@ -146,6 +145,23 @@ pub(super) async fn process(shared: &Shared, queue: &str, message: Message) {
         verdict,
     )
     .await;
+}
+
+/// Runs `work` while sending progress acks for `message` every third of ack_wait.
+async fn with_progress_acks<T>(
+    shared: &Shared,
+    message: &Message,
+    work: impl std::future::Future<Output = T>,
+) -> T {
+    let interval = (shared.config.ack_wait / 3).max(Duration::from_millis(100));
+    let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
+    tokio::pin!(work);
+    loop {
+        tokio::select! {
+            output = &mut work => return output,
+            _ = ticker.tick() => ack(message, AckKind::Progress).await,
+        }
+    }
 }
 
 /// Whether the job already has a result; if so acks the message. On a failed read
