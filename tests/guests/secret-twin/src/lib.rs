@@ -31,6 +31,7 @@ const HEAP_BYTES: usize = 8 << 20;
 const STATIC_BYTES: usize = 64 << 10;
 
 /// How far a scan grows memory first, in MiB: past everything a write touches.
+#[cfg_attr(not(target_arch = "wasm32"), allow(dead_code))]
 const GROW_MIB: usize = 16;
 
 /// Size of the never-written heap allocation a scan makes before scanning.
