@@ -116,6 +116,12 @@ impl Client {
         Ok(())
     }
 
+    /// Sends a new state for a job without waiting for JetStream to store it.
+    pub async fn put_job_state_nowait(&self, state: &JobState) -> Result<(), ClientError> {
+        drop(put_state_async(self, state).await?);
+        Ok(())
+    }
+
     /// Cancels a job: a pending or delayed job never runs; a running one is stopped.
     pub async fn cancel(&self, job_id: &str) -> Result<CancelOutcome, ClientError> {
         const ATTEMPTS: usize = 10;

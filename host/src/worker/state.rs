@@ -105,7 +105,9 @@ pub(super) async fn record_status(
     if status.is_terminal() {
         state.finished_at = Some(now);
     }
-    if let Err(e) = shared.client.put_job_state(&state).await {
+    // Sent, not awaited: the publish is ordered on this connection before anything
+    // this worker does next, and the result (already stored) is the record of truth.
+    if let Err(e) = shared.client.put_job_state_nowait(&state).await {
         tracing::warn!(error = %e, "failed to record the job state");
     }
 }
