@@ -192,6 +192,15 @@ impl Client {
         crate::jobs::publish_job(self, job).await
     }
 
+    /// Publishes `event` and waits until JetStream has stored it.
+    pub async fn record_event(&self, event: &JobEvent) -> Result<(), ClientError> {
+        self.publish_event(event)
+            .await?
+            .await
+            .during(|| format!("record a {} event", event.event_type.as_str()))?;
+        Ok(())
+    }
+
     /// Publishes `event` on its subject; the returned future resolves when JetStream
     /// has stored it.
     pub async fn publish_event(

@@ -156,12 +156,7 @@ async fn apply(client: &Client, table: &RouteTable, worker_id: &str, route: Rout
 }
 
 async fn publish(client: &Client, event: &JobEvent) {
-    match client.publish_event(event).await {
-        Ok(ack) => {
-            if let Err(e) = ack.await {
-                tracing::warn!(error = %e, "failed to record a handler event");
-            }
-        }
-        Err(e) => tracing::warn!(error = %e, "failed to record a handler event"),
+    if let Err(e) = client.record_event(event).await {
+        tracing::warn!(error = %e, "failed to record a handler event");
     }
 }

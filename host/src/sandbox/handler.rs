@@ -2,7 +2,6 @@
 
 use std::sync::Arc;
 
-use sha2::{Digest, Sha256};
 use wasmtime::component::Component;
 
 use super::Sandbox;
@@ -71,10 +70,9 @@ fn check_header(bytes: &[u8]) -> Result<(), LoadError> {
     Ok(())
 }
 
-/// `sha256:<hex>` of `bytes`: the name a handler is stored and routed under.
-pub fn digest_of(bytes: &[u8]) -> String {
-    format!("sha256:{}", hex::encode(Sha256::digest(bytes)))
-}
+/// `sha256:<hex>` of `bytes`: the name a handler is stored and routed under
+/// (the client's function, so deploys and workers can never disagree).
+pub use jobbox::digest_of;
 
 /// A compiled, linked, pre-instantiated handler component.
 ///

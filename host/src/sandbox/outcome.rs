@@ -58,6 +58,20 @@ impl std::fmt::Display for Failure {
     }
 }
 
+impl RunOutcome {
+    /// The outcome of a job that ended before its handler ran: no output, no usage.
+    pub fn failed(failure: Failure) -> Self {
+        Self {
+            result: Err(failure),
+            usage: Usage::default(),
+            logs: Vec::new(),
+            logs_dropped: 0,
+            stdout: Vec::new(),
+            stderr: Vec::new(),
+        }
+    }
+}
+
 /// Everything one run of a handler produced.
 #[derive(Debug, Clone)]
 pub struct RunOutcome {

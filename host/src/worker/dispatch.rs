@@ -10,7 +10,7 @@ use async_nats::jetstream::kv::CreateErrorKind;
 use async_nats::jetstream::{AckKind, Message};
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
-use jobbox::{ErrorType, Job, JobEvent, JobEventType, JobResult, JobStatus, Usage, wire};
+use jobbox::{ErrorType, Job, JobEvent, JobEventType, JobResult, JobStatus, wire};
 use tokio::sync::watch;
 
 use super::Shared;
@@ -237,14 +237,7 @@ async fn keep_alive(
 
 fn unreachable_keepalive() -> RunOutcome {
     // keep_alive never returns; this arm only satisfies the type checker.
-    RunOutcome {
-        result: Err(Failure::new(ErrorType::Internal, "keep-alive ended")),
-        usage: Usage::default(),
-        logs: Vec::new(),
-        logs_dropped: 0,
-        stdout: Vec::new(),
-        stderr: Vec::new(),
-    }
+    RunOutcome::failed(Failure::new(ErrorType::Internal, "keep-alive ended"))
 }
 
 /// Ends a job that could not be run at all (bad job, unknown type, missing handler).
@@ -252,14 +245,7 @@ async fn finish_without_run(shared: &Shared, message: &Message, job: &Job, failu
     tracing::warn!(%failure, "job cannot run");
     let max_retries = job.max_retries.unwrap_or(jobbox::DEFAULT_MAX_RETRIES);
     let verdict = decide(Err(&failure), job.attempt, max_retries, &job.id);
-    let outcome = RunOutcome {
-        result: Err(failure),
-        usage: Usage::default(),
-        logs: Vec::new(),
-        logs_dropped: 0,
-        stdout: Vec::new(),
-        stderr: Vec::new(),
-    };
+    let outcome = RunOutcome::failed(failure);
     record(shared, message, job, Utc::now(), None, outcome, verdict).await;
 }
 
@@ -283,14 +269,7 @@ async fn bad_message(
     let mut job = Job::new("unknown", Vec::new()).id(job_id).queue(queue);
     job.attempt = 1;
     let failure = Failure::new(ErrorType::BadJob, format!("message is not a job: {error}"));
-    let outcome = RunOutcome {
-        result: Err(failure),
-        usage: Usage::default(),
-        logs: Vec::new(),
-        logs_dropped: 0,
-        stdout: Vec::new(),
-        stderr: Vec::new(),
-    };
+    let outcome = RunOutcome::failed(failure);
     let now = Utc::now();
     if write_result(shared, &job, now, None, &outcome, JobStatus::Failed).await {
         emit_final_event(shared, &job, None, &outcome, JobStatus::Failed, now).await;
@@ -524,11 +503,7 @@ async fn publish_final_event(shared: &Shared, event: &JobEvent, started_at: Date
 /// Publishes an event and waits for JetStream to store it; failures are logged, not
 /// fatal (the result is the record of truth).
 async fn publish_event(shared: &Shared, event: &JobEvent) {
-    let stored = match shared.client.publish_event(event).await {
-        Ok(ack) => ack.await.map(|_| ()).map_err(|e| e.to_string()),
-        Err(e) => Err(e.to_string()),
-    };
-    if let Err(e) = stored {
+    if let Err(e) = shared.client.record_event(event).await {
         tracing::warn!(event = event.event_type.as_str(), error = %e, "failed to record an event");
     }
 }

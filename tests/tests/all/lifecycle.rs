@@ -558,3 +558,38 @@ async fn sigterm_during_a_batch_loses_nothing() {
     assert_eq!(completions.len(), JOBS);
     survivor.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_that_reaches_its_lane_early_waits_until_it_is_due() {
+    // A client that publishes straight to the lane (no message schedule) with a
+    // future `scheduled_at`: the worker must hand it back until it is due, and the
+    // hand-backs must not count as attempts.
+    let server = NatsServer::start();
+    let client = Client::connect(&server.url()).await.expect("connect");
+    deploy_guest(&client, "echo", guests::ECHO).await;
+    let worker = RunningWorker::on(&server.url(), &["early"], 2).await;
+    let job = Job::json("echo", &json!({"early": true}))
+        .expect("encodes")
+        .queue("early")
+        .delay(Duration::from_secs(2));
+    let due = job.scheduled_at.expect("delayed");
+    client
+        .jetstream()
+        .publish(
+            nats::job_subject("early", job.priority),
+            Bytes::from(wire::encode(&job).expect("encode")),
+        )
+        .await
+        .expect("publish")
+        .await
+        .expect("stored");
+    let result = wait_result(&client, &job.id, Duration::from_secs(30)).await;
+    assert_eq!(result.status, JobStatus::Completed, "{}", brief(&result));
+    assert!(
+        result.start_time >= due,
+        "ran {:?} early",
+        due - result.start_time
+    );
+    assert_eq!(result.attempts, 1, "hand-backs are not attempts");
+    worker.stop().await;
+}
