@@ -26,6 +26,37 @@ pub struct Enqueued {
     pub duplicate: bool,
 }
 
+/// Jobs whose publishes [`Client::enqueue_many`] keeps in flight at once.
+///
+/// Why: enough to keep the connection busy (a few hundred KB for small jobs), few
+/// enough that a slow server pushes back before the client buffers megabytes.
+pub const ENQUEUE_PIPELINE: usize = 1024;
+
+/// Publishes of one enqueue whose acks are still to come.
+struct PendingEnqueue {
+    events: Vec<(JobEventType, jetstream::context::PublishAckFuture)>,
+    job_ack: jetstream::context::PublishAckFuture,
+}
+
+impl PendingEnqueue {
+    /// Waits until JetStream has stored the events and the job.
+    async fn stored(self, job: &Job) -> Result<Enqueued, ClientError> {
+        for (kind, ack) in self.events {
+            ack.await
+                .during(|| format!("record {} for job {}", kind.as_str(), job.id))?;
+        }
+        let ack = self
+            .job_ack
+            .await
+            .during(|| format!("enqueue job {}", job.id))?;
+        Ok(Enqueued {
+            job_id: job.id.clone(),
+            sequence: ack.sequence,
+            duplicate: ack.duplicate,
+        })
+    }
+}
+
 /// Where a stream of events starts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum EventsFrom {
@@ -95,101 +126,61 @@ impl Client {
         &self.layout
     }
 
-    /// Enqueues `job`: validates it, records an ENQUEUED event, then publishes it with
-    /// `Nats-Msg-Id` = job id, so a retried enqueue never makes a second job.
+    /// Enqueues `job`: validates it, then publishes its ENQUEUED event (and SCHEDULED,
+    /// for a delayed job) and the job itself with `Nats-Msg-Id` = job id, so a retried
+    /// enqueue never makes a second job. The publishes go out together; this returns
+    /// once JetStream has stored all of them (one round trip).
     pub async fn enqueue(&self, job: &Job) -> Result<Enqueued, ClientError> {
         job.validate()?;
-        crate::jobs::record_pending(self, job)
-            .await?
-            .await
-            .during(|| format!("record the state of job {}", job.id))?;
-        let event = JobEvent::new(JobEventType::Enqueued, job);
-        self.publish_event_with_id(&event, &format!("{}.enqueued", job.id))
-            .await?
-            .await
-            .during(|| format!("record ENQUEUED for job {}", job.id))?;
-        let ack = self
-            .publish_job(job)
-            .await?
-            .await
-            .during(|| format!("enqueue job {}", job.id))?;
-        Ok(Enqueued {
-            job_id: job.id.clone(),
-            sequence: ack.sequence,
-            duplicate: ack.duplicate,
-        })
+        let pending = self.send_enqueue(job).await?;
+        pending.stored(job).await
     }
 
-    /// Enqueues many jobs, pipelining the publishes: all ENQUEUED events first, then
-    /// all jobs. Returns one outcome per job, in order.
+    /// Enqueues many jobs, pipelined: every publish is sent first, then the acks are
+    /// awaited together, [`ENQUEUE_PIPELINE`] jobs at a time. Returns one outcome per
+    /// job, in order; an invalid job fails alone.
     pub async fn enqueue_many(
         &self,
         jobs: &[Job],
     ) -> Result<Vec<Result<Enqueued, ClientError>>, ClientError> {
-        let mut outcomes: Vec<Result<(), ClientError>> = Vec::with_capacity(jobs.len());
-        let mut event_acks = Vec::with_capacity(jobs.len());
-        for job in jobs {
-            let sent = match job.validate() {
-                Ok(()) => {
-                    // The state write is not awaited here: the result is the
-                    // record of truth, and bulk enqueue stays pipelined.
-                    drop(crate::jobs::record_pending(self, job).await?);
-                    let event = JobEvent::new(JobEventType::Enqueued, job);
-                    self.publish_event_with_id(&event, &format!("{}.enqueued", job.id))
-                        .await
-                        .map(Some)
-                }
-                Err(invalid) => Err(invalid.into()),
-            };
-            match sent {
-                Ok(ack) => {
-                    event_acks.push(ack);
-                    outcomes.push(Ok(()));
-                }
-                Err(e) => {
-                    event_acks.push(None);
-                    outcomes.push(Err(e));
-                }
+        let mut outcomes = Vec::with_capacity(jobs.len());
+        for chunk in jobs.chunks(ENQUEUE_PIPELINE) {
+            let mut sent = Vec::with_capacity(chunk.len());
+            for job in chunk {
+                sent.push(match job.validate() {
+                    Ok(()) => self.send_enqueue(job).await,
+                    Err(invalid) => Err(invalid.into()),
+                });
+            }
+            for (job, pending) in chunk.iter().zip(sent) {
+                outcomes.push(match pending {
+                    Ok(pending) => pending.stored(job).await,
+                    Err(e) => Err(e),
+                });
             }
         }
-        for (ack, outcome) in event_acks.into_iter().zip(outcomes.iter_mut()) {
-            if let Some(ack) = ack
-                && let Err(e) = ack.await
-            {
-                *outcome = Err(ClientError::nats("record ENQUEUED", e));
-            }
-        }
-        let mut job_acks = Vec::with_capacity(jobs.len());
-        for (job, outcome) in jobs.iter().zip(&outcomes) {
-            job_acks.push(match outcome {
-                Ok(()) => Some(self.publish_job(job).await),
-                Err(_) => None,
-            });
-        }
-        let mut results = Vec::with_capacity(jobs.len());
-        for ((job, outcome), ack) in jobs.iter().zip(outcomes).zip(job_acks) {
-            results.push(match (outcome, ack) {
-                (Err(e), _) => Err(e),
-                (Ok(()), Some(Ok(ack))) => ack
-                    .await
-                    .during(|| format!("enqueue job {}", job.id))
-                    .map(|ack| Enqueued {
-                        job_id: job.id.clone(),
-                        sequence: ack.sequence,
-                        duplicate: ack.duplicate,
-                    }),
-                (Ok(()), Some(Err(e))) => Err(e),
-                (Ok(()), None) => Err(ClientError::NotFound("publish".into())),
-            });
-        }
-        Ok(results)
+        Ok(outcomes)
     }
 
-    async fn publish_job(
+    /// Sends a job's enqueue events and the job, without waiting for their acks.
+    async fn send_enqueue(&self, job: &Job) -> Result<PendingEnqueue, ClientError> {
+        let mut events = Vec::with_capacity(2);
+        for (event, id) in crate::jobs::enqueue_events(job) {
+            events.push((event.event_type, self.publish_event_with_id(&event, &id).await?));
+        }
+        let job_ack = crate::jobs::publish_job(self, job, &job.id).await?;
+        Ok(PendingEnqueue { events, job_ack })
+    }
+
+    /// Publishes `job` (to its lane, or as a message schedule if it is not yet due)
+    /// with `Nats-Msg-Id` = `message_id`, without the enqueue events; the returned
+    /// future resolves when JetStream has stored it. For workers handing a job back.
+    pub async fn publish_job_with_id(
         &self,
         job: &Job,
+        message_id: &str,
     ) -> Result<jetstream::context::PublishAckFuture, ClientError> {
-        crate::jobs::publish_job(self, job).await
+        crate::jobs::publish_job(self, job, message_id).await
     }
 
     /// Publishes `event` and waits until JetStream has stored it.

@@ -1,35 +1,45 @@
-//! Job lifecycle on the client side: publishing (now or at `scheduled_at`), the job
-//! state bucket, cancellation, queue stats and the dead-letter queue.
+//! Job lifecycle on the client side: publishing (now or at `scheduled_at`), a job's
+//! state (derived from its events and result), cancellation, queue stats and the
+//! dead-letter queue.
 
 use std::time::Duration;
 
 use async_nats::HeaderMap;
-use async_nats::jetstream::{self, consumer, kv, message::PublishMessage};
+use async_nats::jetstream::{self, consumer, message::PublishMessage};
 use bytes::Bytes;
 use chrono::Utc;
 use futures::StreamExt;
 
 use crate::error::{ClientError, NatsContext};
-use crate::model::{DeadLetter, Job, JobEvent, JobEventType, JobState, JobStatus, QueueStats};
+use crate::model::{
+    CancelRequest, DeadLetter, ErrorType, Job, JobEvent, JobEventType, JobResult, JobState,
+    JobStatus, QueueStats, Usage,
+};
 use crate::nats::{self, Lane};
 use crate::{Client, wire};
 
 /// Counters kept per queue in [`nats::STATS_STREAM`].
 pub const COUNTERS: [&str; 4] = ["completed", "failed", "dead_letter", "cancelled"];
 
+/// How long reading one job's events may take before the read gives up.
+const EVENTS_READ_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// Publishes `job` to its lane now, or — when `scheduled_at` is in the future — as a
 /// JetStream message schedule that the server moves into the lane when it is due.
 /// Either way it survives restarts of workers and of the server.
+///
+/// `message_id` is the job's dedupe id (`Nats-Msg-Id`): the job id for an enqueue.
 pub(crate) async fn publish_job(
     client: &Client,
     job: &Job,
+    message_id: &str,
 ) -> Result<jetstream::context::PublishAckFuture, ClientError> {
     let payload = Bytes::from(wire::encode(job)?);
     let lane_subject = nats::job_subject(&job.queue, job.priority);
     let publish = match job.scheduled_at {
         Some(at) if at > Utc::now() => {
             let mut headers = HeaderMap::new();
-            headers.insert(async_nats::header::NATS_MESSAGE_ID, job.id.as_str());
+            headers.insert(async_nats::header::NATS_MESSAGE_ID, message_id);
             let when = at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
             headers.insert("Nats-Schedule", format!("@at {when}").as_str());
             headers.insert("Nats-Schedule-Target", lane_subject.as_str());
@@ -46,7 +56,7 @@ pub(crate) async fn publish_job(
                 .jetstream()
                 .send_publish(
                     lane_subject,
-                    PublishMessage::build().payload(payload).message_id(&job.id),
+                    PublishMessage::build().payload(payload).message_id(message_id),
                 )
                 .await
         }
@@ -54,31 +64,20 @@ pub(crate) async fn publish_job(
     publish.during(|| format!("publish job {}", job.id))
 }
 
-/// Writes the state of a job just enqueued (PENDING or SCHEDULED) and, for a delayed
-/// job, a SCHEDULED event. Returns the state write's ack future.
-pub(crate) async fn record_pending(
-    client: &Client,
-    job: &Job,
-) -> Result<jetstream::context::PublishAckFuture, ClientError> {
-    let state = JobState::new(job);
-    if state.status == JobStatus::Scheduled {
-        let event = JobEvent::new(JobEventType::Scheduled, job);
-        drop(client.publish_event(&event).await?);
+/// The events a just-enqueued job gets: SCHEDULED (with its due time) for a delayed
+/// job, then ENQUEUED.
+pub(crate) fn enqueue_events(job: &Job) -> Vec<(JobEvent, String)> {
+    let mut events = Vec::with_capacity(2);
+    if let Some(at) = job.scheduled_at
+        && at > Utc::now()
+    {
+        let event = JobEvent::new(JobEventType::Scheduled, job)
+            .with_detail("scheduled_at", at.to_rfc3339());
+        events.push((event, format!("{}.scheduled", job.id)));
     }
-    put_state_async(client, &state).await
-}
-
-/// Publishes a job state without waiting for it to be stored.
-pub(crate) async fn put_state_async(
-    client: &Client,
-    state: &JobState,
-) -> Result<jetstream::context::PublishAckFuture, ClientError> {
-    let bytes = Bytes::from(wire::encode(state)?);
-    client
-        .jetstream()
-        .publish(format!("$KV.{}.{}", nats::JOBS_BUCKET, state.job_id), bytes)
-        .await
-        .during(|| format!("record the state of job {}", state.job_id))
+    let event = JobEvent::new(JobEventType::Enqueued, job);
+    events.push((event, format!("{}.enqueued", job.id)));
+    events
 }
 
 /// What `cancel` did.
@@ -92,156 +91,171 @@ pub enum CancelOutcome {
     AlreadyFinished(JobStatus),
 }
 
+/// The id under which a job's terminal event is published: derived from the result it
+/// reports, so that whoever finds the result can publish the event again (its writer
+/// may have died in between) without a duplicate.
+pub fn final_event_id(job_id: &str, result_start: chrono::DateTime<Utc>) -> String {
+    format!("{job_id}.final.{}", result_start.timestamp_micros())
+}
+
 impl Client {
-    /// The job's current state, if it is known.
+    /// The job's current state, derived from its events and its result; `None` if
+    /// the job is unknown.
     pub async fn job_state(&self, job_id: &str) -> Result<Option<JobState>, ClientError> {
-        let bytes = self
+        let result = self.result(job_id).await?;
+        let events = self.job_events(job_id).await?;
+        let cancel_requested = self
             .layout()
-            .jobs
+            .cancels
             .get(job_id)
             .await
-            .during(|| format!("read the state of job {job_id}"))?;
-        bytes
-            .map(|b| wire::decode(&b))
-            .transpose()
-            .map_err(Into::into)
-    }
-
-    /// Records a new state for a job (last write wins).
-    pub async fn put_job_state(&self, state: &JobState) -> Result<(), ClientError> {
-        put_state_async(self, state)
-            .await?
-            .await
-            .during(|| format!("record the state of job {}", state.job_id))?;
-        Ok(())
-    }
-
-    /// Sends a new state for a job without waiting for JetStream to store it.
-    pub async fn put_job_state_nowait(&self, state: &JobState) -> Result<(), ClientError> {
-        drop(put_state_async(self, state).await?);
-        Ok(())
-    }
-
-    /// Cancels a job: a pending or delayed job never runs; a running one is stopped.
-    pub async fn cancel(&self, job_id: &str) -> Result<CancelOutcome, ClientError> {
-        const ATTEMPTS: usize = 10;
-        for _ in 0..ATTEMPTS {
-            let entry = self
-                .layout()
-                .jobs
-                .entry(job_id)
-                .await
-                .during(|| format!("read the state of job {job_id}"))?
-                .filter(|entry| entry.operation == kv::Operation::Put)
-                .ok_or_else(|| ClientError::NotFound(format!("job {job_id}")))?;
-            let mut state: JobState = wire::decode(&entry.value)?;
-            if state.status.is_terminal() {
-                return Ok(CancelOutcome::AlreadyFinished(state.status));
-            }
-            let running = state.status == JobStatus::Running;
-            let scheduled = state.status == JobStatus::Scheduled;
-            state.cancel_requested = true;
-            state.updated_at = Utc::now();
-            if !running {
-                state.status = JobStatus::Cancelled;
-            }
-            let bytes = Bytes::from(wire::encode(&state)?);
-            match self
-                .layout()
-                .jobs
-                .update(job_id, bytes, entry.revision)
-                .await
-            {
-                Ok(_) => {
-                    if scheduled {
-                        self.cancel_scheduled(&state).await?;
-                    }
-                    // Tell running workers now; idle ones read the flag before running.
-                    self.nats()
-                        .publish(nats::cancel_subject(job_id), Bytes::new())
-                        .await
-                        .during(|| format!("broadcast the cancellation of job {job_id}"))?;
-                    return Ok(if running {
-                        CancelOutcome::Stopping
-                    } else {
-                        CancelOutcome::Cancelled
-                    });
-                }
-                // Someone else wrote the state meanwhile: read it again.
-                Err(_) => continue,
-            }
-        }
-        Err(ClientError::Timeout(
-            Duration::ZERO,
-            format!("a stable state of job {job_id} to cancel"),
+            .during(|| format!("read the cancellation of job {job_id}"))?
+            .is_some();
+        Ok(crate::job_view::derive_state(
+            job_id,
+            &events,
+            result.as_ref(),
+            cancel_requested,
         ))
     }
 
-    /// Removes a delayed job's schedule so it never reaches its lane, and records
-    /// its CANCELLED result and event. If the schedule already fired, the worker
-    /// that takes the job sees the cancel flag and does the same.
-    async fn cancel_scheduled(&self, state: &JobState) -> Result<(), ClientError> {
+    /// Every event of one job still kept, in stream order.
+    pub async fn job_events(&self, job_id: &str) -> Result<Vec<JobEvent>, ClientError> {
+        if !crate::is_valid_name(job_id) {
+            return Err(ClientError::NotFound(format!("job {job_id:?} (not a valid id)")));
+        }
+        let filter = nats::events_filter(None, Some(job_id));
+        let stream = self
+            .jetstream()
+            .get_stream(nats::EVENTS_STREAM)
+            .await
+            .during(|| "open the events stream".to_string())?;
+        let mut consumer = stream
+            .create_consumer(consumer::pull::OrderedConfig {
+                filter_subject: filter.clone(),
+                deliver_policy: consumer::DeliverPolicy::All,
+                ..Default::default()
+            })
+            .await
+            .during(|| format!("read events on {filter}"))?;
+        let pending = consumer
+            .info()
+            .await
+            .during(|| format!("read events on {filter}"))?
+            .num_pending;
+        let mut events = Vec::new();
+        if pending == 0 {
+            return Ok(events);
+        }
+        let mut messages = consumer
+            .messages()
+            .await
+            .during(|| format!("read events on {filter}"))?;
+        let read = async {
+            while let Some(message) = messages.next().await {
+                let message = message.during(|| format!("read events on {filter}"))?;
+                let left = message.info().map(|i| i.pending).unwrap_or(0);
+                if let Ok(event) = wire::decode::<JobEvent>(&message.payload) {
+                    events.push(event);
+                }
+                if left == 0 {
+                    break;
+                }
+            }
+            Ok::<_, ClientError>(())
+        };
+        tokio::time::timeout(EVENTS_READ_TIMEOUT, read)
+            .await
+            .map_err(|_| ClientError::Timeout(EVENTS_READ_TIMEOUT, format!("events of {job_id}")))??;
+        Ok(events)
+    }
+
+    /// Cancels a job: a pending, delayed or retrying job never runs again; a running
+    /// one is stopped by its worker within one epoch tick.
+    ///
+    /// The CANCELLED result of a job that has not started is written here, with
+    /// `create`, so it fences the job exactly as a worker's result would: a worker that
+    /// takes the job later finds the result and runs nothing.
+    pub async fn cancel(&self, job_id: &str) -> Result<CancelOutcome, ClientError> {
+        if let Some(result) = self.result(job_id).await? {
+            return Ok(CancelOutcome::AlreadyFinished(result.status));
+        }
+        let state = self
+            .job_state(job_id)
+            .await?
+            .ok_or_else(|| ClientError::NotFound(format!("job {job_id}")))?;
+        let request = CancelRequest {
+            job_id: job_id.to_string(),
+            requested_at: Utc::now(),
+        };
+        // The request first: a worker that started the job meanwhile stops it.
+        self.layout()
+            .cancels
+            .put(job_id, Bytes::from(wire::encode(&request)?))
+            .await
+            .during(|| format!("record the cancellation of job {job_id}"))?;
+        if state.status == JobStatus::Running {
+            return Ok(CancelOutcome::Stopping);
+        }
+        let now = Utc::now();
+        let message = "the job was cancelled before it started";
+        let result = cancelled_result(job_id, now, message);
+        let bytes = Bytes::from(wire::encode(&result)?);
+        match self.layout().results.create(job_id, bytes).await {
+            Ok(_) => {}
+            Err(e) if e.kind() == jetstream::kv::CreateErrorKind::AlreadyExists => {
+                // A worker finished it first.
+                let status = self
+                    .result(job_id)
+                    .await?
+                    .map_or(JobStatus::Cancelled, |r| r.status);
+                return Ok(CancelOutcome::AlreadyFinished(status));
+            }
+            Err(e) => return Err(ClientError::nats(format!("cancel job {job_id}"), e)),
+        }
+        if state.status == JobStatus::Scheduled {
+            self.remove_schedule(&state).await?;
+        }
+        let job = Job::new(state.job_type.as_str(), Vec::new())
+            .id(job_id)
+            .queue(state.queue.as_str());
+        let mut event = JobEvent::new(JobEventType::Cancelled, &job)
+            .with_error(ErrorType::Cancelled, message)
+            .with_message(message);
+        event.attempt = None;
+        self.publish_event_with_id(&event, &final_event_id(job_id, now))
+            .await?
+            .await
+            .during(|| format!("record CANCELLED for job {job_id}"))?;
+        self.count(&state.queue, "cancelled", 1).await?;
+        Ok(CancelOutcome::Cancelled)
+    }
+
+    /// Removes a delayed job's schedule so it never reaches its lane. If the schedule
+    /// already fired, the worker that takes the job finds its CANCELLED result.
+    async fn remove_schedule(&self, state: &JobState) -> Result<(), ClientError> {
+        if !crate::is_valid_name(&state.queue) {
+            return Ok(());
+        }
         let stream = self
             .jetstream()
             .get_stream(nats::JOBS_STREAM)
             .await
             .during(|| "open the jobs stream".to_string())?;
         let subject = nats::scheduled_subject(&state.queue, &state.job_id);
-        let purged = stream
+        stream
             .purge()
             .filter(&subject)
             .await
             .during(|| format!("remove the schedule of job {}", state.job_id))?;
-        if purged.purged == 0 {
-            return Ok(());
-        }
-        let now = Utc::now();
-        let result = crate::model::JobResult {
-            job_id: state.job_id.clone(),
-            status: JobStatus::Cancelled,
-            result: None,
-            error: Some("the job was cancelled before it started".into()),
-            error_type: Some(crate::model::ErrorType::Cancelled),
-            retryable: false,
-            traceback: None,
-            start_time: now,
-            finish_time: now,
-            attempts: 0,
-            worker_id: String::new(),
-            handler_digest: None,
-            usage: crate::model::Usage::default(),
-            logs: Vec::new(),
-            logs_dropped: 0,
-        };
-        let bytes = Bytes::from(wire::encode(&result)?);
-        if self
-            .layout()
-            .results
-            .create(&state.job_id, bytes)
-            .await
-            .is_ok()
-        {
-            let mut event = JobEvent::new(
-                JobEventType::Cancelled,
-                &Job::new(state.job_type.as_str(), Vec::new())
-                    .id(state.job_id.as_str())
-                    .queue(state.queue.as_str()),
-            )
-            .with_message("cancelled before it was due");
-            event.attempt = None;
-            self.publish_event(&event)
-                .await?
-                .await
-                .during(|| format!("record CANCELLED for job {}", state.job_id))?;
-            self.count(&state.queue, "cancelled").await?;
-        }
         Ok(())
     }
 
-    /// Adds one to a queue counter (completed, failed, dead_letter, cancelled).
-    pub async fn count(&self, queue: &str, counter: &str) -> Result<(), ClientError> {
+    /// Adds `n` to a queue counter (completed, failed, dead_letter, cancelled). Not
+    /// awaited: counters are statistics, and workers add in batches.
+    pub async fn count(&self, queue: &str, counter: &str, n: u64) -> Result<(), ClientError> {
         let mut headers = HeaderMap::new();
-        headers.insert("Nats-Incr", "+1");
+        headers.insert("Nats-Incr", format!("+{n}").as_str());
         drop(
             self.jetstream()
                 .publish_with_headers(nats::stats_subject(queue, counter), headers, Bytes::new())
@@ -372,8 +386,6 @@ impl Client {
             .purge(&job.id)
             .await
             .during(|| format!("clear the result of job {}", job.id))?;
-        let state = JobState::new(&job);
-        self.put_job_state(&state).await?;
         let event = JobEvent::new(JobEventType::Enqueued, &job)
             .with_message("replayed from the dead-letter queue");
         self.publish_event(&event)
@@ -403,6 +415,27 @@ impl Client {
             .await
             .during(|| format!("remove job {} from the dead-letter stream", job.id))?;
         Ok(())
+    }
+}
+
+/// The result `cancel` writes for a job that has not started.
+fn cancelled_result(job_id: &str, now: chrono::DateTime<Utc>, message: &str) -> JobResult {
+    JobResult {
+        job_id: job_id.to_string(),
+        status: JobStatus::Cancelled,
+        result: None,
+        error: Some(message.to_string()),
+        error_type: Some(ErrorType::Cancelled),
+        retryable: false,
+        traceback: None,
+        start_time: now,
+        finish_time: now,
+        attempts: 0,
+        worker_id: String::new(),
+        handler_digest: None,
+        usage: Usage::default(),
+        logs: Vec::new(),
+        logs_dropped: 0,
     }
 }
 

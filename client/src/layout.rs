@@ -35,8 +35,8 @@ pub const ROUTE_HISTORY: i64 = 64;
 pub struct Layout {
     /// The results bucket.
     pub results: kv::Store,
-    /// The job state bucket.
-    pub jobs: kv::Store,
+    /// The cancellations bucket.
+    pub cancels: kv::Store,
     /// The routes bucket.
     pub routes: kv::Store,
     /// The workers bucket.
@@ -112,7 +112,7 @@ pub async fn ensure(js: &jetstream::Context) -> Result<Layout, ClientError> {
     .await?;
     Ok(Layout {
         results: ensure_kv(js, nats::RESULTS_BUCKET, 1, RESULTS_TTL).await?,
-        jobs: ensure_kv(js, nats::JOBS_BUCKET, 1, RESULTS_TTL).await?,
+        cancels: ensure_kv(js, nats::CANCELS_BUCKET, 1, RESULTS_TTL).await?,
         routes: ensure_kv(js, nats::ROUTES_BUCKET, ROUTE_HISTORY, Duration::ZERO).await?,
         workers: ensure_kv(js, nats::WORKERS_BUCKET, 1, WORKER_TTL).await?,
         schedules: ensure_kv(js, nats::SCHEDULES_BUCKET, 1, Duration::ZERO).await?,

@@ -21,15 +21,16 @@
 
 mod client;
 mod error;
+mod job_view;
 mod jobs;
 pub mod layout;
 pub mod model;
 pub mod nats;
 pub mod wire;
 
-pub use client::{Client, Enqueued, EventsFrom, digest_of};
+pub use client::{Client, ENQUEUE_PIPELINE, Enqueued, EventsFrom, digest_of};
 pub use error::ClientError;
-pub use jobs::{COUNTERS, CancelOutcome};
+pub use jobs::{COUNTERS, CancelOutcome, final_event_id};
 
 pub use model::*;
 pub use wire::{

@@ -7,7 +7,7 @@
 //! | per-queue, per-lane consumer | durable pull | `jobbox-<queue>-<lane>` |
 //! | events | stream (limits, max age) | [`EVENTS_STREAM`], `jobbox.events.<queue>.<job_id>.<event>` |
 //! | results | KV | [`RESULTS_BUCKET`], key = job id |
-//! | job state | KV | [`JOBS_BUCKET`], key = job id |
+//! | cancellations | KV | [`CANCELS_BUCKET`], key = job id |
 //! | handler code | object store | [`HANDLERS_BUCKET`], object = `sha256-<hex>` |
 //! | routes | KV with history | [`ROUTES_BUCKET`], key = job type |
 //! | dead letters | stream | [`DLQ_STREAM`], `jobbox.dlq.<queue>` |
@@ -34,8 +34,9 @@ pub const STATS_STREAM: &str = "JOBBOX_STATS";
 pub const STATS_SUBJECTS: &str = "jobbox.stats.>";
 /// KV bucket: job id → `JobResult`.
 pub const RESULTS_BUCKET: &str = "jobbox_results";
-/// KV bucket: job id → `JobState`.
-pub const JOBS_BUCKET: &str = "jobbox_jobs";
+/// KV bucket: job id → `CancelRequest`, one entry per cancelled job. Workers watch
+/// it to stop running jobs; nothing is written here on the per-job path.
+pub const CANCELS_BUCKET: &str = "jobbox_cancels";
 /// Object store: handler components by digest.
 pub const HANDLERS_BUCKET: &str = "jobbox_handlers";
 /// KV bucket: job type → `Route`, with history.
@@ -119,13 +120,11 @@ pub fn scheduled_subject(queue: &str, job_id: &str) -> String {
     format!("jobbox.jobs.{queue}.scheduled.{job_id}")
 }
 
-/// Subject a cancellation request for `job_id` is broadcast on (core NATS).
-pub fn cancel_subject(job_id: &str) -> String {
-    format!("jobbox.cancel.{job_id}")
+/// Subject of the KV entry for `key` in `bucket` (what a KV `put` or `create`
+/// publishes to), for writes that need the publish's own error kinds.
+pub fn kv_subject(bucket: &str, key: &str) -> String {
+    format!("$KV.{bucket}.{key}")
 }
-
-/// Subject every worker listens on for cancellations.
-pub const CANCEL_SUBJECTS: &str = "jobbox.cancel.*";
 
 /// Subject of one counter of `queue`, e.g. `completed`.
 pub fn stats_subject(queue: &str, counter: &str) -> String {

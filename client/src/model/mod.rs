@@ -4,6 +4,7 @@
 //! fields; `docs/wire-format.md` is the field-by-field reference. All types are
 //! re-exported here and at the crate root.
 
+pub mod cancel;
 pub mod dead_letter;
 pub mod error_type;
 pub mod event;
@@ -18,6 +19,7 @@ pub mod status;
 pub mod usage;
 pub mod worker;
 
+pub use cancel::CancelRequest;
 pub use dead_letter::DeadLetter;
 pub use error_type::ErrorType;
 pub use event::{JobEvent, JobEventType};

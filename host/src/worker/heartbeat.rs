@@ -1,5 +1,5 @@
 //! Worker heartbeats in the workers bucket, whose TTL makes a dead worker's entry
-//! expire, and the cancellation listener.
+//! expire.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -7,8 +7,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
-use futures::StreamExt;
-use jobbox::{WorkerState, WorkerStatus, nats, wire};
+use jobbox::{WorkerState, WorkerStatus, wire};
 use tokio_util::sync::CancellationToken;
 
 use super::Shared;
@@ -92,29 +91,6 @@ pub(super) async fn heartbeat_loop(
         tokio::select! {
             () = stop.cancelled() => return,
             _ = ticker.tick() => beat(&shared, WorkerState::Idle, started_at).await,
-        }
-    }
-}
-
-/// Stops running jobs whose cancellation is broadcast, until `stop`.
-pub(super) async fn cancel_listener(shared: Arc<Shared>, stop: CancellationToken) {
-    let mut subscription = match shared.client.nats().subscribe(nats::CANCEL_SUBJECTS).await {
-        Ok(subscription) => subscription,
-        Err(e) => {
-            tracing::warn!(error = %e, "cannot listen for cancellations; relying on the state bucket");
-            return;
-        }
-    };
-    loop {
-        let message = tokio::select! {
-            () = stop.cancelled() => return,
-            message = subscription.next() => message,
-        };
-        let Some(message) = message else { return };
-        if let Some(job_id) = message.subject.rsplit('.').next()
-            && shared.running.cancel(job_id)
-        {
-            tracing::info!(%job_id, "cancelling a running job");
         }
     }
 }

@@ -1,12 +1,19 @@
 //! The worker: pulls jobs from its queues, runs each in the sandbox, records one
 //! result and the events of every step, and only then acks.
 
+mod admit;
 mod backoff;
-mod consume;
+mod cancels;
+mod counters;
 mod dispatch;
+mod events;
+mod fetch;
 mod heartbeat;
+mod inbox;
+mod native;
+mod record;
 mod running;
-mod state;
+mod store;
 mod verdict;
 
 use std::sync::Arc;
@@ -16,11 +23,17 @@ use std::time::Duration;
 use anyhow::Context as _;
 use jobbox::Client;
 use tokio::sync::Semaphore;
+
+use inbox::Inbox;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+pub use admit::DELIVERY_SLACK;
 pub use backoff::{RETRY_BASE, RETRY_CAP, retry_delay};
+pub use counters::FLUSH_INTERVAL;
 pub use heartbeat::HEARTBEAT_INTERVAL;
+pub use native::{NATIVE_DIGEST, NativeFn, NativeHandlers, echo as native_echo};
+pub use store::MAX_ERROR_BYTES;
 pub use running::RunningJobs;
 pub use verdict::{Verdict, decide};
 
@@ -54,6 +67,12 @@ pub struct WorkerConfig {
     pub shutdown_grace: Duration,
     /// Where compiled handlers are cached on disk (`None`: no cache).
     pub cache_dir: Option<std::path::PathBuf>,
+    /// Messages each lane fetches ahead of free slots (default: the concurrency).
+    /// Fetched messages wait locally, kept alive with progress acks; a larger value
+    /// keeps the pipe full, a smaller one leaves more work to other workers.
+    pub prefetch: Option<u32>,
+    /// Job types run by native functions instead of components (benchmarks only).
+    pub native: NativeHandlers,
 }
 
 impl WorkerConfig {
@@ -67,7 +86,14 @@ impl WorkerConfig {
             ack_wait: DEFAULT_ACK_WAIT,
             shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
             cache_dir: None,
+            prefetch: None,
+            native: NativeHandlers::default(),
         }
+    }
+
+    /// Messages each lane may hold: [`WorkerConfig::prefetch`] or the concurrency.
+    pub fn lane_prefetch(&self) -> usize {
+        self.prefetch.unwrap_or(self.concurrency).max(1) as usize
     }
 }
 
@@ -95,12 +121,19 @@ pub(crate) struct Shared {
     pub abort: CancellationToken,
     /// The jobs running now.
     pub running: RunningJobs,
+    /// Jobs cancelled recently (from the cancellations watch).
+    pub cancelled: cancels::RecentCancels,
+    /// Publishes events, collecting their acks in the background.
+    pub events: events::EventSink,
+    /// Per-queue counts not yet flushed.
+    pub queue_counters: counters::QueueCounters,
 }
 
 /// A running worker.
 #[derive(Debug)]
 pub struct Worker {
     shared: Arc<Shared>,
+    event_acks: tokio::task::JoinHandle<()>,
 }
 
 impl Worker {
@@ -126,7 +159,9 @@ impl Worker {
             })?;
         }
         let routes = RouteTable::new(client.clone(), loader);
+        let (events, event_acks) = events::EventSink::start(client.clone());
         Ok(Self {
+            event_acks,
             shared: Arc::new(Shared {
                 slots: Arc::new(Semaphore::new(config.concurrency.max(1) as usize)),
                 config,
@@ -136,6 +171,9 @@ impl Worker {
                 counters: WorkerCounters::default(),
                 abort: CancellationToken::new(),
                 running: RunningJobs::default(),
+                cancelled: cancels::RecentCancels::default(),
+                events,
+                queue_counters: counters::QueueCounters::default(),
             }),
         })
     }
@@ -153,7 +191,7 @@ impl Worker {
     /// Runs until `shutdown` is cancelled, then stops fetching, gives running jobs
     /// the configured grace to finish and hands the rest back for redelivery.
     pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
-        let shared = self.shared;
+        let Self { shared, event_acks } = self;
         watch_routes(
             shared.client.clone(),
             shared.routes.clone(),
@@ -165,35 +203,65 @@ impl Worker {
         let started_at = chrono::Utc::now();
         heartbeat::beat(&shared, jobbox::WorkerState::Starting, started_at).await;
         let background = CancellationToken::new();
-        tokio::spawn(heartbeat::cancel_listener(
+        tokio::spawn(cancels::watch_cancellations(
             Arc::clone(&shared),
             background.clone(),
         ));
-        let tracker = TaskTracker::new();
-        let mut consumers = Vec::new();
+        let counters = {
+            let shared = Arc::clone(&shared);
+            let stop = background.clone();
+            tokio::spawn(async move {
+                let client = shared.client.clone();
+                shared.queue_counters.flush_loop(client, stop).await;
+            })
+        };
+
+        let inbox = Arc::new(Inbox::new(shared.config.lane_prefetch()));
+        let fetching = CancellationToken::new();
+        let mut fetchers = Vec::new();
+        let mut shortest_ack_wait = shared.config.ack_wait;
         for queue in &shared.config.queues {
-            let lanes = consume::open_lanes(&shared, queue)
+            let lanes = fetch::open_lanes(&shared, queue)
                 .await
                 .with_context(|| format!("failed to open the consumers of queue {queue}"))?;
-            consumers.push(tokio::spawn(consume::fetch_loop(
-                Arc::clone(&shared),
-                queue.clone(),
-                lanes,
-                tracker.clone(),
-                shutdown.clone(),
-            )));
+            for lane in lanes {
+                shortest_ack_wait = shortest_ack_wait.min(lane.ack_wait);
+                let id = inbox.add_lane(lane.lane);
+                fetchers.push(tokio::spawn(fetch::fetch_lane(
+                    Arc::clone(&inbox),
+                    id,
+                    lane,
+                    fetching.clone(),
+                )));
+            }
         }
+        tokio::spawn(extend_waiting(
+            Arc::clone(&inbox),
+            shortest_ack_wait,
+            background.clone(),
+        ));
         tokio::spawn(heartbeat::heartbeat_loop(
             Arc::clone(&shared),
             started_at,
             background.clone(),
         ));
-        tracing::info!(worker_id = %shared.config.worker_id, queues = ?shared.config.queues, concurrency = shared.config.concurrency, "worker started");
-        shutdown.cancelled().await;
+        tracing::info!(worker_id = %shared.config.worker_id, queues = ?shared.config.queues, concurrency = shared.config.concurrency, prefetch = shared.config.lane_prefetch(), "worker started");
+
+        let tracker = TaskTracker::new();
+        run_loop(&shared, &inbox, &tracker, &shutdown).await;
+
         heartbeat::beat(&shared, jobbox::WorkerState::Stopping, started_at).await;
         tracing::info!("shutting down: no new jobs; waiting for running jobs");
-        for consumer in consumers {
-            let _ = consumer.await;
+        fetching.cancel();
+        for fetcher in fetchers {
+            let _ = fetcher.await;
+        }
+        let waiting = inbox.close();
+        if !waiting.is_empty() {
+            tracing::info!(jobs = waiting.len(), "handing back jobs that had not started");
+        }
+        for fetched in waiting {
+            dispatch::ack(&fetched.message, async_nats::jetstream::AckKind::Nak(None)).await;
         }
         tracker.close();
         if tokio::time::timeout(shared.config.shutdown_grace, tracker.wait())
@@ -205,6 +273,8 @@ impl Worker {
             tracker.wait().await;
         }
         background.cancel();
+        let _ = counters.await;
+        drop(shared.events.clone());
         if let Err(e) = shared
             .client
             .layout()
@@ -214,7 +284,57 @@ impl Worker {
         {
             tracing::warn!(error = %e, "failed to remove the heartbeat");
         }
+        // Every job task is done: the last sink is the one in `shared`.
+        drop(shared);
+        events::drain(event_acks).await;
         tracing::info!("worker stopped");
         Ok(())
+    }
+}
+
+/// Takes the next message whenever a slot is free and runs it, until `shutdown`.
+async fn run_loop(
+    shared: &Arc<Shared>,
+    inbox: &Inbox,
+    tracker: &TaskTracker,
+    shutdown: &CancellationToken,
+) {
+    loop {
+        let permit = tokio::select! {
+            () = shutdown.cancelled() => return,
+            permit = Arc::clone(&shared.slots).acquire_owned() => match permit {
+                Ok(permit) => permit,
+                Err(_) => return,
+            },
+        };
+        let fetched = tokio::select! {
+            () = shutdown.cancelled() => return,
+            fetched = inbox.next() => match fetched {
+                Some(fetched) => fetched,
+                None => return,
+            },
+        };
+        let shared = Arc::clone(shared);
+        tracker.spawn(async move {
+            dispatch::process(&shared, fetched).await;
+            drop(permit);
+        });
+    }
+}
+
+/// Keeps messages waiting in the inbox alive until `stop`.
+async fn extend_waiting(inbox: Arc<Inbox>, ack_wait: Duration, stop: CancellationToken) {
+    let period = (ack_wait / 6).clamp(Duration::from_millis(50), Duration::from_secs(1));
+    let mut ticker = tokio::time::interval(period);
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => return,
+            _ = ticker.tick() => {
+                let extended = inbox.extend_waiting();
+                if extended > 0 {
+                    tracing::debug!(extended, waiting = inbox.waiting(), "extended waiting messages");
+                }
+            }
+        }
     }
 }

@@ -1,0 +1,153 @@
+//! Fetching: one durable pull consumer per priority lane of each queue, and one
+//! fetcher task per lane that keeps its inbox buffer filled with pull requests sized
+//! to the room left in it.
+//!
+//! An idle lane costs one open pull request at a time (renewed every
+//! [`PULL_EXPIRES`]) and no run slot; a busy lane asks for half its prefetch at a time.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_nats::jetstream::consumer::{self, PullConsumer};
+use futures::StreamExt;
+use jobbox::nats::{self, Lane};
+use tokio_util::sync::CancellationToken;
+
+use super::Shared;
+use super::inbox::{Fetched, Inbox, LaneId};
+
+/// How long one pull request waits on the server for messages. Idle lanes renew one
+/// request this often; it bounds nothing else (messages are delivered as they come).
+const PULL_EXPIRES: Duration = Duration::from_secs(10);
+
+/// Idle heartbeat of a pull request: a request lost with a server restart is noticed
+/// within two of these.
+const PULL_HEARTBEAT: Duration = Duration::from_secs(3);
+
+/// Pause after a failed pull (NATS unreachable), doubling up to [`MAX_FETCH_BACKOFF`].
+const FETCH_BACKOFF: Duration = Duration::from_millis(100);
+const MAX_FETCH_BACKOFF: Duration = Duration::from_secs(5);
+
+/// One lane's consumer and the `ack_wait` it really has.
+#[derive(Debug)]
+pub(super) struct LaneConsumer {
+    pub queue: Arc<str>,
+    pub lane: Lane,
+    pub consumer: PullConsumer,
+    pub ack_wait: Duration,
+}
+
+/// Creates (or opens) the durable consumer of each lane of `queue`.
+///
+/// The `ack_wait` used to keep a job alive is the one the consumer has, which may
+/// differ from this worker's setting when another worker created it.
+pub(super) async fn open_lanes(shared: &Shared, queue: &str) -> anyhow::Result<Vec<LaneConsumer>> {
+    let stream = shared
+        .client
+        .jetstream()
+        .get_stream(nats::JOBS_STREAM)
+        .await
+        .map_err(|e| anyhow::anyhow!("failed to open the jobs stream: {e}"))?;
+    let mut lanes = Vec::new();
+    for lane in Lane::BY_URGENCY {
+        let name = nats::consumer_name(queue, lane);
+        let config = consumer::pull::Config {
+            durable_name: Some(name.clone()),
+            filter_subject: nats::lane_subject(queue, lane),
+            ack_policy: consumer::AckPolicy::Explicit,
+            ack_wait: shared.config.ack_wait,
+            // Retries are counted by the worker (nak with delay), and a message that
+            // keeps coming back is ended by the worker's delivery bound: the server
+            // never gives up on a job by itself, which would strand it in the stream.
+            max_deliver: -1,
+            max_ack_pending: 10_000,
+            ..Default::default()
+        };
+        let mut consumer: PullConsumer = match stream.create_consumer(config).await {
+            Ok(consumer) => consumer,
+            // Already there (another worker made it, maybe with other settings).
+            Err(_) => stream
+                .get_consumer(&name)
+                .await
+                .map_err(|e| anyhow::anyhow!("failed to open consumer {name}: {e}"))?,
+        };
+        let ack_wait = match consumer.info().await {
+            Ok(info) => info.config.ack_wait,
+            Err(_) => consumer.cached_info().config.ack_wait,
+        };
+        if ack_wait != shared.config.ack_wait {
+            tracing::info!(consumer = %name, ?ack_wait, "the consumer's ack_wait differs from this worker's; keeping jobs alive by the consumer's");
+        }
+        lanes.push(LaneConsumer {
+            queue: Arc::from(queue),
+            lane,
+            consumer,
+            ack_wait,
+        });
+    }
+    Ok(lanes)
+}
+
+/// Keeps the inbox buffer of one lane filled until `shutdown`.
+pub(super) async fn fetch_lane(
+    inbox: Arc<Inbox>,
+    id: LaneId,
+    lane: LaneConsumer,
+    shutdown: CancellationToken,
+) {
+    let mut backoff = FETCH_BACKOFF;
+    loop {
+        let want = tokio::select! {
+            () = shutdown.cancelled() => return,
+            want = inbox.reserve(id) => match want {
+                Some(want) => want,
+                None => return,
+            },
+        };
+        let batch = lane
+            .consumer
+            .batch()
+            .max_messages(want)
+            .expires(PULL_EXPIRES)
+            .heartbeat(PULL_HEARTBEAT)
+            .messages()
+            .await;
+        let mut batch = match batch {
+            Ok(batch) => {
+                backoff = FETCH_BACKOFF;
+                batch
+            }
+            Err(e) => {
+                inbox.release(id, want);
+                tracing::warn!(queue = %lane.queue, lane = lane.lane.token(), error = %e, ?backoff, "pull request failed; retrying");
+                tokio::select! {
+                    () = shutdown.cancelled() => return,
+                    () = tokio::time::sleep(backoff) => {}
+                }
+                backoff = (backoff * 2).min(MAX_FETCH_BACKOFF);
+                continue;
+            }
+        };
+        let mut received = 0;
+        loop {
+            let next = tokio::select! {
+                () = shutdown.cancelled() => break,
+                next = batch.next() => next,
+            };
+            match next {
+                Some(Ok(message)) => {
+                    received += 1;
+                    let fetched =
+                        Fetched::new(message, Arc::clone(&lane.queue), lane.lane, lane.ack_wait);
+                    inbox.push(id, fetched);
+                }
+                Some(Err(e)) => {
+                    tracing::debug!(queue = %lane.queue, error = %e, "pull request ended early");
+                    break;
+                }
+                None => break,
+            }
+        }
+        inbox.release(id, want.saturating_sub(received));
+    }
+}
