@@ -20,8 +20,10 @@ use super::record::{self, Attempt};
 use super::verdict::{Verdict, decide};
 use crate::sandbox::{CancelFlag, Failure, JobControl, RunOutcome};
 
-/// Pause before a job whose result could not be read is handed back.
-const UNREADABLE_RESULT_DELAY: Duration = Duration::from_secs(1);
+/// First pause before reading a job's result again after a failed read; it doubles
+/// up to [`MAX_READ_BACKOFF`].
+const READ_BACKOFF: Duration = Duration::from_millis(100);
+const MAX_READ_BACKOFF: Duration = Duration::from_secs(5);
 
 /// Processes one message to the end. Never panics; every path acks, naks, terms or
 /// leaves the message for redelivery on purpose.
@@ -80,13 +82,9 @@ pub(super) async fn process(shared: &Shared, fetched: Fetched) {
     span.record("job_type", job.job_type.as_str());
     span.record("attempt", job.attempt);
 
-    let existing = match shared.client.layout().results.get(&job.id).await {
-        Ok(existing) => existing,
-        Err(e) => {
-            tracing::warn!(error = %e, "cannot read results; handing the job back");
-            ack(&message, AckKind::Nak(Some(UNREADABLE_RESULT_DELAY))).await;
-            return;
-        }
+    let Some(existing) = read_result(shared, &message, &job.id, ack_wait).await else {
+        ack(&message, AckKind::Nak(None)).await;
+        return;
     };
     let cancel_requested = existing.is_none() && shared.cancelled.contains(&job.id);
     match admit(
@@ -123,6 +121,41 @@ pub(super) async fn process(shared: &Shared, fetched: Fetched) {
         }
     }
     run(shared, &message, job, ack_wait, sequence).await;
+}
+
+/// The job's result, if it has one. A failed read (NATS away, the server restarting)
+/// is tried again with a growing backoff while the message is kept alive: handing
+/// the message back would count a delivery that was not a run. `None` only when the
+/// worker stops meanwhile.
+async fn read_result(
+    shared: &Shared,
+    message: &Message,
+    key: &str,
+    ack_wait: Duration,
+) -> Option<Option<bytes::Bytes>> {
+    let mut pause = READ_BACKOFF;
+    let mut since_extended = Duration::ZERO;
+    let mut warned = false;
+    loop {
+        match shared.client.layout().results.get(key).await {
+            Ok(existing) => return Some(existing),
+            Err(e) if !warned => {
+                tracing::warn!(error = %e, "cannot read results; trying again with a growing backoff");
+                warned = true;
+            }
+            Err(_) => {}
+        }
+        tokio::select! {
+            () = shared.abort.cancelled() => return None,
+            () = tokio::time::sleep(pause) => {}
+        }
+        since_extended += pause;
+        if since_extended >= keep_alive_interval(ack_wait) {
+            ack(message, AckKind::Progress).await;
+            since_extended = Duration::ZERO;
+        }
+        pause = (pause * 2).min(MAX_READ_BACKOFF).min(keep_alive_interval(ack_wait));
+    }
 }
 
 /// Resolves the handler, runs the job and records what happened.

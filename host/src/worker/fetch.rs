@@ -20,10 +20,6 @@ use super::inbox::{Fetched, Inbox, LaneId};
 /// request this often; it bounds nothing else (messages are delivered as they come).
 const PULL_EXPIRES: Duration = Duration::from_secs(10);
 
-/// Idle heartbeat of a pull request: a request lost with a server restart is noticed
-/// within two of these.
-const PULL_HEARTBEAT: Duration = Duration::from_secs(3);
-
 /// Pause after a failed pull (NATS unreachable), doubling up to [`MAX_FETCH_BACKOFF`].
 const FETCH_BACKOFF: Duration = Duration::from_millis(100);
 const MAX_FETCH_BACKOFF: Duration = Duration::from_secs(5);
@@ -108,8 +104,11 @@ pub(super) async fn fetch_lane(
             .consumer
             .batch()
             .max_messages(want)
+            // No idle heartbeat: async-nats 0.51's `Batch` stops waking after one
+            // (it returns `Pending` without registering for the next message), and a
+            // message delivered meanwhile would sit until the client-side timer. A lost
+            // request ends by that timer, `PULL_EXPIRES` + 5 s.
             .expires(PULL_EXPIRES)
-            .heartbeat(PULL_HEARTBEAT)
             .messages()
             .await;
         let mut batch = match batch {

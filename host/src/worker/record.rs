@@ -254,7 +254,9 @@ async fn store_result(
     let mut wait = Waiter::new(message, ack_wait);
     loop {
         let bytes = match wire::encode(&*result) {
-            Ok(bytes) if bytes.len() <= MAX_RECORD_BYTES => bytes,
+            // Past the first cut, the server's own limit decides (it refuses with
+            // "too large", which cuts further).
+            Ok(bytes) if bytes.len() <= MAX_RECORD_BYTES || shrunk.is_some() => bytes,
             Ok(_) => match shrink(result, shrunk) {
                 Some(step) => {
                     shrunk = Some(step);
