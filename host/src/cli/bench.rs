@@ -15,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 use super::Output;
 use super::local_nats::LocalNats;
 use crate::registry::{DeployOptions, deploy};
-use crate::worker::{Worker, WorkerConfig};
+use crate::worker::{NativeHandlers, Worker, WorkerConfig, native_echo};
 
 /// Jobs enqueued per pipelined batch in throughput mode.
 const ENQUEUE_BATCH: usize = 500;
@@ -42,9 +42,38 @@ pub struct BenchArgs {
     /// use about half the measured throughput to measure latency at half load.
     #[arg(long)]
     rate: Option<u32>,
+    /// Run the echo component (`wasm`) or a native no-op echo through the same
+    /// pipeline (`native`), so the sandbox's share is a ratio of two runs.
+    #[arg(long, value_enum, default_value_t = HandlerKind::Wasm)]
+    handler: HandlerKind,
+    /// Messages each lane fetches ahead of free slots (default: the concurrency).
+    #[arg(long)]
+    prefetch: Option<u32>,
     /// Give up waiting for results after this long.
     #[arg(long, value_parser = humantime::parse_duration, default_value = "10m")]
     timeout: Duration,
+}
+
+/// Which handler a bench run drives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+enum HandlerKind {
+    /// The echo example component, in the sandbox.
+    Wasm,
+    /// A native echo function, no sandbox.
+    Native,
+}
+
+/// CPU time a process used, from `/proc/<pid>/stat` (utime + stime).
+fn cpu_seconds(pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name, which is in parentheses and may hold spaces.
+    let rest = stat.rsplit_once(')')?.1;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let utime: f64 = fields.get(11)?.parse().ok()?;
+    let stime: f64 = fields.get(12)?.parse().ok()?;
+    // USER_HZ is 100 on every Linux this runs on.
+    Some((utime + stime) / 100.0)
 }
 
 /// What a bench run measured.
@@ -58,6 +87,12 @@ struct Report {
     jobs_per_s: f64,
     latency_ms: Percentiles,
     rate: Option<u32>,
+    handler: HandlerKind,
+    mode: &'static str,
+    /// CPU-seconds per 1,000 jobs of this process (worker, enqueuer and watcher).
+    cpu_s_per_1000_bench: Option<f64>,
+    /// CPU-seconds per 1,000 jobs of the local nats-server (when it was started here).
+    cpu_s_per_1000_nats: Option<f64>,
 }
 
 #[derive(Debug, serde::Serialize)]
@@ -86,10 +121,16 @@ pub async fn run(args: BenchArgs, output: Output) -> anyhow::Result<ExitCode> {
     };
     let client = jobbox::Client::connect(&url).await?;
     let queue = format!("bench-{}", ulid::Ulid::new().to_string().to_lowercase());
-    deploy(&client, "bench-echo", wasm, DeployOptions::default()).await?;
+    if args.handler == HandlerKind::Wasm {
+        deploy(&client, "bench-echo", wasm, DeployOptions::default()).await?;
+    }
 
     let mut config = WorkerConfig::new(vec![queue.clone()]);
     config.concurrency = args.concurrency.max(1);
+    config.prefetch = args.prefetch;
+    if args.handler == HandlerKind::Native {
+        config.native = NativeHandlers::default().with("bench-echo", native_echo());
+    }
     let worker = Worker::new(client.clone(), config).await?;
     let shutdown = CancellationToken::new();
     let worker_task = tokio::spawn(worker.run(shutdown.clone()));
@@ -110,6 +151,11 @@ pub async fn run(args: BenchArgs, output: Output) -> anyhow::Result<ExitCode> {
     let (sent_tx, mut sent_rx) = tokio::sync::mpsc::unbounded_channel::<(String, Instant)>();
     let enqueue_client = client.clone();
     let rate = args.rate;
+    let nats_pid = _local.as_ref().map(LocalNats::pid);
+    let cpu_before = (
+        cpu_seconds(std::process::id()),
+        nats_pid.and_then(cpu_seconds),
+    );
     let start = Instant::now();
     let enqueuer = tokio::spawn(async move {
         match rate {
@@ -164,6 +210,11 @@ pub async fn run(args: BenchArgs, output: Output) -> anyhow::Result<ExitCode> {
         latencies.push(received.duration_since(at));
     }
     let elapsed = start.elapsed();
+    let per_1000 = |before: Option<f64>, after: Option<f64>| {
+        Some((after? - before?) * 1000.0 / (completed + failed).max(1) as f64)
+    };
+    let cpu_bench = per_1000(cpu_before.0, cpu_seconds(std::process::id()));
+    let cpu_nats = per_1000(cpu_before.1, nats_pid.and_then(cpu_seconds));
     enqueuer.await.context("enqueuer panicked")??;
     shutdown.cancel();
     let _ = worker_task.await;
@@ -183,6 +234,10 @@ pub async fn run(args: BenchArgs, output: Output) -> anyhow::Result<ExitCode> {
             max: percentile(&latencies, 1.0),
         },
         rate: args.rate,
+        handler: args.handler,
+        mode: "pipeline",
+        cpu_s_per_1000_bench: cpu_bench,
+        cpu_s_per_1000_nats: cpu_nats,
     };
     match output {
         Output::Json => println!("{}", serde_json::to_string(&report)?),
@@ -203,6 +258,12 @@ pub async fn run(args: BenchArgs, output: Output) -> anyhow::Result<ExitCode> {
                 report.latency_ms.p99,
                 report.latency_ms.max
             );
+            if let (Some(bench), Some(nats)) = (cpu_bench, cpu_nats) {
+                println!(
+                    "CPU per 1,000 jobs: {bench:.3} s jobbox (worker + enqueuer + watcher) + {nats:.3} s nats-server = {:.3} s",
+                    bench + nats
+                );
+            }
         }
     }
     Ok(if completed == args.jobs {

@@ -58,6 +58,11 @@ impl LocalNats {
         Ok(server)
     }
 
+    /// The server's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// The server's client URL.
     pub fn url(&self) -> String {
         format!("nats://127.0.0.1:{}", self.port)

@@ -35,6 +35,10 @@ pub struct WorkerArgs {
     /// Where compiled handlers are cached (default: ~/.cache/jobbox/compiled).
     #[arg(long, env = "JOBBOX_CACHE_DIR")]
     cache_dir: Option<std::path::PathBuf>,
+    /// Messages each lane fetches ahead of free slots (default: the concurrency).
+    /// Lower it for long jobs so that other workers get more of the backlog.
+    #[arg(long)]
+    prefetch: Option<u32>,
     /// Compile every handler at start, without the on-disk cache.
     #[arg(long, conflicts_with = "cache_dir")]
     no_cache: bool,
@@ -48,6 +52,7 @@ impl WorkerArgs {
         config.max_memory_bytes = self.max_memory;
         config.ack_wait = self.ack_wait;
         config.shutdown_grace = self.shutdown_grace;
+        config.prefetch = self.prefetch;
         if let Some(id) = &self.worker_id {
             config.worker_id.clone_from(id);
         }
