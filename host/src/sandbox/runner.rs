@@ -12,7 +12,7 @@ use jobbox::{ErrorType, HandlerLimits, Job, JobProgress, Usage};
 use tokio::sync::watch;
 use wasmtime::{Store, UpdateDeadline};
 
-use super::bindings::{GuestJob, HandlerError, HandlerWorld};
+use super::bindings::{GuestJobRef, HandlerError, HandlerWorld};
 use super::classify::classify;
 use super::limits::{HOST_CALL_GRACE, HOSTCALL_BYTES, STDIO_CAPTURE_BYTES};
 use super::outcome::{Failure, RunOutcome};
@@ -146,10 +146,15 @@ impl JobRun {
         let Some(instance) = self.instance.take() else {
             return;
         };
-        let guest_job = guest_job(job);
+        let metadata: Vec<(&str, &str)> = job
+            .metadata
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        let guest_job = guest_job(job, &metadata);
         let called = instance
             .jobbox_handler_handler()
-            .call_handle(&mut self.store, &guest_job)
+            .call_handle(&mut self.store, guest_job)
             .await;
         self.called = Some(called);
     }
@@ -207,20 +212,17 @@ impl JobRun {
     }
 }
 
-/// The job as the guest sees it.
-fn guest_job(job: &Job) -> GuestJob {
-    GuestJob {
-        id: job.id.clone(),
-        job_type: job.job_type.clone(),
-        queue: job.queue.clone(),
+/// The job as the guest sees it, borrowed from `job`: nothing is copied until the
+/// call lowers it into guest memory.
+fn guest_job<'a>(job: &'a Job, metadata: &'a [(&'a str, &'a str)]) -> GuestJobRef<'a> {
+    GuestJobRef {
+        id: &job.id,
+        job_type: &job.job_type,
+        queue: &job.queue,
         attempt: job.attempt,
-        payload: job.payload.clone(),
-        content_type: job.content_type.clone(),
-        metadata: job
-            .metadata
-            .iter()
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect(),
+        payload: &job.payload,
+        content_type: &job.content_type,
+        metadata,
     }
 }
 
