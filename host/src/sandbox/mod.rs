@@ -24,7 +24,7 @@ use wasmtime::component::Linker;
 pub use engine::EngineConfig;
 pub use handler::{HANDLER_INTERFACE, Handler, LoadError, MAX_COMPONENT_BYTES, digest_of};
 pub use outcome::{Failure, RunOutcome};
-pub use runner::JobControl;
+pub use runner::{JobControl, JobRun};
 pub use state::CancelFlag;
 
 use state::JobState;

@@ -1,4 +1,10 @@
 //! Running one job: a fresh store, the call, the receipt.
+//!
+//! [`Sandbox::run`] is three stages under one hard deadline: [`Sandbox::prepare`]
+//! plus [`JobRun::instantiate`] (a fresh store and instance from the handler's
+//! `*Pre`), [`JobRun::call`] (the guest's `handle`), and [`JobRun::finish`] (the
+//! receipt, then teardown: the store is dropped and its pool slot reset). The stages
+//! are public so that the criterion bench can time each one.
 
 use std::time::{Duration, Instant};
 
@@ -6,7 +12,7 @@ use jobbox::{ErrorType, HandlerLimits, Job, JobProgress, Usage};
 use tokio::sync::watch;
 use wasmtime::{Store, UpdateDeadline};
 
-use super::bindings::{GuestJob, HandlerError};
+use super::bindings::{GuestJobRef, HandlerError, HandlerWorld};
 use super::classify::classify;
 use super::limits::{HOST_CALL_GRACE, HOSTCALL_BYTES, STDIO_CAPTURE_BYTES};
 use super::outcome::{Failure, RunOutcome};
@@ -31,6 +37,30 @@ impl Default for JobControl {
     }
 }
 
+/// What the guest's `handle` returned, or why it did not return.
+type Called = wasmtime::Result<Result<Vec<u8>, HandlerError>>;
+
+/// One job's fresh store, between the stages of [`Sandbox::run`].
+///
+/// Never reused: [`JobRun::finish`] consumes it.
+pub struct JobRun {
+    store: Store<JobState>,
+    started: Instant,
+    timeout: Duration,
+    limits: HandlerLimits,
+    instance: Option<HandlerWorld>,
+    called: Option<Called>,
+}
+
+impl std::fmt::Debug for JobRun {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("JobRun")
+            .field("started", &self.started)
+            .field("limits", &self.limits)
+            .finish_non_exhaustive()
+    }
+}
+
 impl Sandbox {
     /// Runs `job` on `handler` in a fresh store under `limits`.
     ///
@@ -43,12 +73,27 @@ impl Sandbox {
         limits: HandlerLimits,
         control: JobControl,
     ) -> RunOutcome {
+        let mut run = self.prepare(limits, control);
+        let hard_deadline = run.started + run.timeout + HOST_CALL_GRACE;
+        let stages = async {
+            if run.instantiate(handler).await {
+                run.call(job).await;
+            }
+        };
+        // Dropping the stages mid-way leaves `called` empty: `finish` reports the
+        // call as abandoned at its deadline.
+        let _ = tokio::time::timeout_at(hard_deadline.into(), stages).await;
+        run.finish()
+    }
+
+    /// A fresh store for one job under `limits`: fuel, memory and table limits,
+    /// the epoch deadline and WASI with nothing granted. The job's clock starts now.
+    pub fn prepare(&self, limits: HandlerLimits, control: JobControl) -> JobRun {
         let started = Instant::now();
         let timeout = Duration::from_millis(limits.timeout_ms);
-        let deadline = started + timeout;
         let state = JobState::new(
             limits,
-            deadline,
+            started + timeout,
             control.cancel,
             control.progress,
             STDIO_CAPTURE_BYTES,
@@ -65,19 +110,61 @@ impl Sandbox {
                 None => UpdateDeadline::YieldCustom(1, Box::pin(tokio::task::yield_now())),
             })
         });
+        JobRun {
+            store,
+            started,
+            timeout,
+            limits,
+            instance: None,
+            called: None,
+        }
+    }
+}
 
-        let guest_job = guest_job(job);
-        let call = async {
-            let instance = handler.pre.instantiate_async(&mut store).await?;
-            instance
-                .jobbox_handler_handler()
-                .call_handle(&mut store, &guest_job)
-                .await
+impl JobRun {
+    /// Instantiates `handler` into this run's store. Returns whether it succeeded;
+    /// a failure is kept for [`JobRun::finish`] to classify.
+    pub async fn instantiate(&mut self, handler: &Handler) -> bool {
+        match handler.pre.instantiate_async(&mut self.store).await {
+            Ok(instance) => {
+                self.instance = Some(instance);
+                true
+            }
+            Err(error) => {
+                self.called = Some(Err(error));
+                false
+            }
+        }
+    }
+
+    /// Calls the handler's `handle` with `job`, once; does nothing if the run was
+    /// not instantiated or was already called.
+    pub async fn call(&mut self, job: &Job) {
+        if self.called.is_some() {
+            return;
+        }
+        let Some(instance) = self.instance.take() else {
+            return;
         };
-        let called = tokio::time::timeout(timeout + HOST_CALL_GRACE, call).await;
-        let wall_time = started.elapsed();
+        let metadata: Vec<(&str, &str)> = job
+            .metadata
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        let guest_job = guest_job(job, &metadata);
+        let called = instance
+            .jobbox_handler_handler()
+            .call_handle(&mut self.store, guest_job)
+            .await;
+        self.called = Some(called);
+    }
 
-        let state = store.data_mut();
+    /// The outcome and receipt of the run; then the store is dropped, which returns
+    /// its instance slot to the pool.
+    pub fn finish(mut self) -> RunOutcome {
+        let wall_time = self.started.elapsed();
+        let limits = self.limits;
+        let state = self.store.data_mut();
         state.flush_progress(true);
         let (stdout, _) = state.stdout.contents();
         let (stderr, _) = state.stderr.contents();
@@ -91,13 +178,15 @@ impl Sandbox {
         };
         let logs = std::mem::take(&mut state.log.entries);
         let logs_dropped = state.log.dropped;
-        usage.fuel_consumed = limits.fuel.saturating_sub(store.get_fuel().unwrap_or(0));
+        usage.fuel_consumed = limits
+            .fuel
+            .saturating_sub(self.store.get_fuel().unwrap_or(0));
 
-        let result = match called {
-            Err(_elapsed) => Err(abandoned(interrupted)),
-            Ok(Err(error)) => Err(classify(&error, interrupted, &stderr)),
-            Ok(Ok(Err(guest_error))) => Err(guest_failure(guest_error)),
-            Ok(Ok(Ok(output))) => {
+        let result = match self.called.take() {
+            None => Err(abandoned(interrupted)),
+            Some(Err(error)) => Err(classify(&error, interrupted, &stderr)),
+            Some(Ok(Err(guest_error))) => Err(guest_failure(guest_error)),
+            Some(Ok(Ok(output))) => {
                 usage.output_bytes = output.len() as u64;
                 if usage.output_bytes > limits.output_bytes {
                     Err(Failure::new(
@@ -123,20 +212,17 @@ impl Sandbox {
     }
 }
 
-/// The job as the guest sees it.
-fn guest_job(job: &Job) -> GuestJob {
-    GuestJob {
-        id: job.id.clone(),
-        job_type: job.job_type.clone(),
-        queue: job.queue.clone(),
+/// The job as the guest sees it, borrowed from `job`: nothing is copied until the
+/// call lowers it into guest memory.
+fn guest_job<'a>(job: &'a Job, metadata: &'a [(&'a str, &'a str)]) -> GuestJobRef<'a> {
+    GuestJobRef {
+        id: &job.id,
+        job_type: &job.job_type,
+        queue: &job.queue,
         attempt: job.attempt,
-        payload: job.payload.clone(),
-        content_type: job.content_type.clone(),
-        metadata: job
-            .metadata
-            .iter()
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect(),
+        payload: &job.payload,
+        content_type: &job.content_type,
+        metadata,
     }
 }
 

@@ -322,6 +322,49 @@ async fn a_blocking_sleep_in_the_host_ends_at_the_deadline() {
     );
 }
 
+/// One module, one slot: with one job at a time, the pool hands the twin the slot
+/// its previous job used and resets it in place (kept-resident pages are reset by
+/// `memset` or copied back from the image, not unmapped). Nothing written survives.
+#[tokio::test]
+async fn a_slot_reset_in_place_keeps_nothing_of_the_previous_job() {
+    let sandbox = Sandbox::new(EngineConfig {
+        concurrency: 1,
+        max_memory_bytes: 64 * 1024 * 1024,
+        pooling: true,
+    })
+    .expect("sandbox builds");
+    let twin = load(&sandbox, guests::SECRET_TWIN).await;
+    let secret = "jobbox-slot-secret-0c4e8a21b7";
+    let reversed: String = secret.chars().rev().collect();
+    let planted = run(
+        &sandbox,
+        &twin,
+        json!({"scan": {"needle_reversed": reversed, "plant": true}}),
+        HandlerLimits::default(),
+    )
+    .await;
+    assert_eq!(output_json(&planted)["found"], true);
+    for _ in 0..5 {
+        let written = run(
+            &sandbox,
+            &twin,
+            json!({"write": {"secret": secret}}),
+            HandlerLimits::default(),
+        )
+        .await;
+        assert!(written.result.is_ok(), "{:?}", written.result);
+        let scanned = run(
+            &sandbox,
+            &twin,
+            json!({"scan": {"needle_reversed": reversed}}),
+            HandlerLimits::default(),
+        )
+        .await;
+        let report = output_json(&scanned);
+        assert_eq!(report["found"], false, "{report}");
+    }
+}
+
 #[tokio::test]
 async fn a_job_cannot_read_a_previous_jobs_memory() {
     let sandbox = sandbox();
