@@ -78,50 +78,35 @@ fn full_event() -> JobEvent {
 }
 
 fn full_result() -> JobResult {
-    JobResult {
-        job_id: "01HXYZABCDEFGHJKMNPQRSTVWX".into(),
-        status: JobStatus::Failed,
-        result: Some(b"{\"ok\":false}".to_vec()),
-        error: Some("trap".into()),
-        error_type: Some(ErrorType::Trap),
-        retryable: true,
-        traceback: Some("wasm backtrace:\n  0: handler::run".into()),
-        start_time: ts(1, 1),
-        finish_time: ts(2, 999_999_999),
-        attempts: 4,
-        worker_id: "w-1".into(),
-        handler_digest: Some(digest()),
-        usage: usage(),
-        logs: LogLevel::ALL
-            .into_iter()
-            .map(|level| LogEntry {
-                timestamp: ts(1, 500),
-                level,
-                message: format!("{level} line"),
-            })
-            .collect(),
-        logs_dropped: 9,
-    }
+    JobResult::failed("01HXYZABCDEFGHJKMNPQRSTVWX", ErrorType::Trap, "trap")
+        .with_output(b"{\"ok\":false}".to_vec())
+        .with_retryable(true)
+        .with_traceback("wasm backtrace:\n  0: handler::run")
+        .with_times(ts(1, 1), ts(2, 999_999_999))
+        .with_attempts(4)
+        .with_worker("w-1")
+        .with_handler_digest(Some(&digest()))
+        .with_usage(usage())
+        .with_logs(
+            LogLevel::ALL
+                .into_iter()
+                .map(|level| LogEntry {
+                    timestamp: ts(1, 500),
+                    level,
+                    message: format!("{level} line"),
+                })
+                .collect(),
+            9,
+        )
 }
 
 fn minimal_result() -> JobResult {
-    JobResult {
-        job_id: "j".into(),
-        status: JobStatus::Completed,
-        result: None,
-        error: None,
-        error_type: None,
-        retryable: false,
-        traceback: None,
-        start_time: ts(0, 0),
-        finish_time: ts(0, 0),
-        attempts: 1,
-        worker_id: "w".into(),
-        handler_digest: None,
-        usage: Usage::default(),
-        logs: Vec::new(),
-        logs_dropped: 0,
-    }
+    let mut r = JobResult::completed("j", Vec::new())
+        .with_times(ts(0, 0), ts(0, 0))
+        .with_attempts(1)
+        .with_worker("w");
+    r.result = None;
+    r
 }
 
 fn route() -> Route {
