@@ -23,7 +23,8 @@ wire_enum! {
         InvalidHandler = "invalid_handler",
         /// The handler code could not be fetched or compiled right now.
         HandlerUnavailable = "handler_unavailable",
-        /// No route exists for the job's `job_type`.
+        /// No route exists for the job's `job_type`. Retryable: the route may be moments
+    /// away (a job enqueued just before its handler's deploy).
         UnknownJobType = "unknown_job_type",
         /// The job itself is malformed (fails validation or cannot be decoded).
         BadJob = "bad_job",
