@@ -34,5 +34,6 @@ pub use jobs::{COUNTERS, CancelOutcome, final_event_id};
 
 pub use model::*;
 pub use wire::{
-    CONTENT_TYPE_JSON, CONTENT_TYPE_MSGPACK, NATS_MAX_PAYLOAD, WireError, decode, encode,
+    CONTENT_TYPE_JSON, CONTENT_TYPE_MSGPACK, NATS_MAX_PAYLOAD, WIRE_VERSION, WireError, decode,
+    encode, version_of,
 };

@@ -6,7 +6,9 @@
 //! record field by field.
 //!
 //! Decoding is tolerant in the ways that keep old and new versions talking: unknown
-//! keys are ignored, and absent optional keys take their documented defaults.
+//! keys are ignored, absent optional keys take their documented defaults, unknown enum
+//! spellings read as the enum's `Other` case, and a record's `v` key (its format
+//! version, [`WIRE_VERSION`] when absent) never makes a reader refuse it.
 
 use std::fmt;
 
@@ -24,6 +26,39 @@ pub const CONTENT_TYPE_MSGPACK: &str = "application/msgpack";
 /// Size limits on payloads and outputs are derived from this so that a record that
 /// passes validation also fits in one NATS message.
 pub const NATS_MAX_PAYLOAD: usize = 1024 * 1024;
+
+/// The format version this crate writes and reads fully: a record without a `v` key is
+/// version 1. A writer sets `v` above this when a record carries something a reader of
+/// this version would misread by ignoring it; readers still decode it (see
+/// [`version_of`]) and must not write such a record back after changing it.
+pub const WIRE_VERSION: u32 = 1;
+
+/// The format version of an encoded record: its `v` key, [`WIRE_VERSION`] when absent.
+///
+/// # Errors
+///
+/// [`WireError::Decode`] if the bytes are not a MessagePack map or `v` is not an
+/// unsigned integer.
+///
+/// # Example
+///
+/// ```
+/// let bytes = jobbox::encode(&jobbox::Job::new("echo", Vec::new()))?;
+/// assert_eq!(jobbox::wire::version_of(&bytes)?, jobbox::wire::WIRE_VERSION);
+/// # Ok::<(), jobbox::WireError>(())
+/// ```
+pub fn version_of(bytes: &[u8]) -> Result<u32, WireError> {
+    /// Only the `v` key of a record; every other key is skipped.
+    #[derive(serde::Deserialize)]
+    struct Versioned {
+        #[serde(default = "first_version")]
+        v: u32,
+    }
+    const fn first_version() -> u32 {
+        WIRE_VERSION
+    }
+    decode::<Versioned>(bytes).map(|r| r.v)
+}
 
 /// Encodes a record as a MessagePack map with named fields.
 ///

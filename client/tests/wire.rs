@@ -78,50 +78,35 @@ fn full_event() -> JobEvent {
 }
 
 fn full_result() -> JobResult {
-    JobResult {
-        job_id: "01HXYZABCDEFGHJKMNPQRSTVWX".into(),
-        status: JobStatus::Failed,
-        result: Some(b"{\"ok\":false}".to_vec()),
-        error: Some("trap".into()),
-        error_type: Some(ErrorType::Trap),
-        retryable: true,
-        traceback: Some("wasm backtrace:\n  0: handler::run".into()),
-        start_time: ts(1, 1),
-        finish_time: ts(2, 999_999_999),
-        attempts: 4,
-        worker_id: "w-1".into(),
-        handler_digest: Some(digest()),
-        usage: usage(),
-        logs: LogLevel::ALL
-            .into_iter()
-            .map(|level| LogEntry {
-                timestamp: ts(1, 500),
-                level,
-                message: format!("{level} line"),
-            })
-            .collect(),
-        logs_dropped: 9,
-    }
+    JobResult::failed("01HXYZABCDEFGHJKMNPQRSTVWX", ErrorType::Trap, "trap")
+        .with_output(b"{\"ok\":false}".to_vec())
+        .with_retryable(true)
+        .with_traceback("wasm backtrace:\n  0: handler::run")
+        .with_times(ts(1, 1), ts(2, 999_999_999))
+        .with_attempts(4)
+        .with_worker("w-1")
+        .with_handler_digest(Some(&digest()))
+        .with_usage(usage())
+        .with_logs(
+            LogLevel::ALL
+                .into_iter()
+                .map(|level| LogEntry {
+                    timestamp: ts(1, 500),
+                    level,
+                    message: format!("{level} line"),
+                })
+                .collect(),
+            9,
+        )
 }
 
 fn minimal_result() -> JobResult {
-    JobResult {
-        job_id: "j".into(),
-        status: JobStatus::Completed,
-        result: None,
-        error: None,
-        error_type: None,
-        retryable: false,
-        traceback: None,
-        start_time: ts(0, 0),
-        finish_time: ts(0, 0),
-        attempts: 1,
-        worker_id: "w".into(),
-        handler_digest: None,
-        usage: Usage::default(),
-        logs: Vec::new(),
-        logs_dropped: 0,
-    }
+    let mut r = JobResult::completed("j", Vec::new())
+        .with_times(ts(0, 0), ts(0, 0))
+        .with_attempts(1)
+        .with_worker("w");
+    r.result = None;
+    r
 }
 
 fn route() -> Route {
@@ -305,8 +290,95 @@ fn enum_wire_names() {
     for v in [ScheduleStatus::Active, ScheduleStatus::Paused] {
         wire_name(v, v.as_str());
     }
-    assert!(decode::<JobStatus>(&encode("dead_letter").unwrap()).is_err());
-    assert!(decode::<ErrorType>(&encode("OUT_OF_FUEL").unwrap()).is_err());
+    // Case matters: another case is another (unknown) spelling, not the known one.
+    assert_eq!(
+        decode::<JobStatus>(&encode("dead_letter").unwrap()).unwrap(),
+        JobStatus::Other("dead_letter")
+    );
+    assert!(
+        !decode::<ErrorType>(&encode("OUT_OF_FUEL").unwrap())
+            .unwrap()
+            .is_known()
+    );
+}
+
+#[test]
+fn unknown_enum_spellings_are_kept_and_written_back() {
+    #[track_caller]
+    fn survives<T: Serialize + DeserializeOwned + Debug + PartialEq>(spelling: &str) -> T {
+        let v: T = decode(&encode(spelling).unwrap()).unwrap();
+        assert_eq!(encode(&v).unwrap(), encode(spelling).unwrap(), "{spelling}");
+        v
+    }
+    assert_eq!(
+        survives::<ErrorType>("quota_exceeded"),
+        ErrorType::Other("quota_exceeded")
+    );
+    assert_eq!(
+        survives::<JobEventType>("TENANT_PAUSED"),
+        JobEventType::Other("TENANT_PAUSED")
+    );
+    survives::<JobStatus>("THROTTLED");
+    survives::<WorkerState>("DRAINING");
+    survives::<ScheduleStatus>("EXPIRED");
+    survives::<LogLevel>("fatal");
+    // A known spelling read back is the known variant, never `Other`.
+    for v in ErrorType::ALL {
+        assert_eq!(ErrorType::from_wire(v.as_str()), v);
+        assert!(v.is_known());
+    }
+    // What an unknown case means where a reader must decide.
+    assert!(!ErrorType::from_wire("quota_exceeded").is_deterministic());
+    assert!(!JobStatus::from_wire("THROTTLED").is_terminal());
+    let e = JobEventType::from_wire("Odd.Kind *");
+    assert_eq!(e.as_token(), "odd_kind__");
+    assert_eq!(
+        JobEventType::from_token("retry_scheduled"),
+        Some(JobEventType::RetryScheduled)
+    );
+    // Not a string at all is still an error.
+    assert!(decode::<ErrorType>(&encode(&7u8).unwrap()).is_err());
+    assert!(decode::<JobStatus>(&encode(&serde_json::json!({"a": 1})).unwrap()).is_err());
+}
+
+#[test]
+fn records_from_a_newer_writer_decode() {
+    // A newer writer: a higher `v`, new keys of every MessagePack kind, new spellings.
+    let mut event = serde_json::to_value(full_event()).unwrap();
+    let extra = serde_json::json!({
+        "v": 7,
+        "tenant_quota": {"nested": [1, {"deep": null}], "f": 1.5},
+        "flags": [true, false],
+        "note": "from the future",
+    });
+    let obj = event.as_object_mut().unwrap();
+    obj.extend(extra.as_object().unwrap().clone());
+    obj.insert("event_type".into(), "QUOTA_WARNING".into());
+    obj.insert("error_type".into(), "quota_exceeded".into());
+    let bytes = encode(&event).unwrap();
+    assert_eq!(version_of(&bytes).unwrap(), 7);
+    let read: JobEvent = decode(&bytes).unwrap();
+    assert_eq!(read.event_type, JobEventType::Other("QUOTA_WARNING"));
+    assert_eq!(read.error_type, Some(ErrorType::Other("quota_exceeded")));
+    assert_eq!(read.job_id, full_event().job_id);
+
+    // Unknown keys holding bin and ext values are skipped too.
+    let mut result = encode(&minimal_result()).unwrap();
+    result[0] += 2; // fixmap: two more entries
+    result.extend(msgpack_str("blob"));
+    result.extend([0xc4, 2, 0xde, 0xad]);
+    result.extend(msgpack_str("stamp"));
+    result.extend([0xd6, 0xff, 0x66, 0x32, 0x35, 0xf0]);
+    assert_eq!(decode::<JobResult>(&result).unwrap(), minimal_result());
+
+    // Every record this version writes is version 1 and carries no `v` key.
+    assert_eq!(
+        version_of(&encode(&full_result()).unwrap()).unwrap(),
+        WIRE_VERSION
+    );
+    assert!(!contains(&encode(&full_job()).unwrap(), &msgpack_str("v")));
+    assert!(version_of(&encode(&serde_json::json!({"v": "two"})).unwrap()).is_err());
+    assert!(version_of(b"\x01").is_err());
 }
 
 #[test]

@@ -1,7 +1,6 @@
 //! Job events: what happened to a job, published on `jobbox.events.<queue>.<job_id>.<event>`.
 
 use std::collections::BTreeMap;
-use std::fmt;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -12,77 +11,45 @@ use crate::model::job::Job;
 use crate::model::progress::JobProgress;
 use crate::model::usage::Usage;
 
-/// What kind of thing happened; SCREAMING_SNAKE_CASE on the wire (`"RETRY_SCHEDULED"`),
-/// lowercase in subjects ([`JobEventType::as_token`]).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
-pub enum JobEventType {
-    /// The job was published to its queue.
-    Enqueued,
-    /// A worker started an attempt.
-    Started,
-    /// The handler reported progress (see [`JobEvent::progress`]).
-    Progress,
-    /// The job finished successfully.
-    Completed,
-    /// An attempt failed (see `error_type`).
-    Failed,
-    /// A failed attempt will be retried after `delay_ms`.
-    RetryScheduled,
-    /// Retries exhausted; the job went to the dead-letter stream.
-    DeadLettered,
-    /// The job was cancelled.
-    Cancelled,
-    /// The job was accepted with a future `scheduled_at`.
-    Scheduled,
-    /// A schedule fired and enqueued this job.
-    ScheduleTriggered,
-    /// A new handler version was deployed for a job type.
-    HandlerDeployed,
-    /// A worker swapped to a new handler version for a job type.
-    HandlerSwapped,
+use crate::model::spelling::wire_enum;
+
+wire_enum! {
+    /// What kind of thing happened; SCREAMING_SNAKE_CASE on the wire (`"RETRY_SCHEDULED"`),
+    /// lowercase in subjects ([`JobEventType::as_token`]).
+    pub enum JobEventType {
+        /// The job was published to its queue.
+        Enqueued = "ENQUEUED",
+        /// A worker started an attempt.
+        Started = "STARTED",
+        /// The handler reported progress (see [`JobEvent::progress`]).
+        Progress = "PROGRESS",
+        /// The job finished successfully.
+        Completed = "COMPLETED",
+        /// An attempt failed (see `error_type`).
+        Failed = "FAILED",
+        /// A failed attempt will be retried after `delay_ms`.
+        RetryScheduled = "RETRY_SCHEDULED",
+        /// Retries exhausted; the job went to the dead-letter stream.
+        DeadLettered = "DEAD_LETTERED",
+        /// The job was cancelled.
+        Cancelled = "CANCELLED",
+        /// The job was accepted with a future `scheduled_at`.
+        Scheduled = "SCHEDULED",
+        /// A schedule fired and enqueued this job.
+        ScheduleTriggered = "SCHEDULE_TRIGGERED",
+        /// A new handler version was deployed for a job type.
+        HandlerDeployed = "HANDLER_DEPLOYED",
+        /// A worker swapped to a new handler version for a job type.
+        HandlerSwapped = "HANDLER_SWAPPED",
+    }
 }
 
 impl JobEventType {
-    /// Every event type, in declaration order.
-    pub const ALL: [Self; 12] = [
-        Self::Enqueued,
-        Self::Started,
-        Self::Progress,
-        Self::Completed,
-        Self::Failed,
-        Self::RetryScheduled,
-        Self::DeadLettered,
-        Self::Cancelled,
-        Self::Scheduled,
-        Self::ScheduleTriggered,
-        Self::HandlerDeployed,
-        Self::HandlerSwapped,
-    ];
-
-    /// The wire name (`"RETRY_SCHEDULED"`).
-    #[must_use]
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            Self::Enqueued => "ENQUEUED",
-            Self::Started => "STARTED",
-            Self::Progress => "PROGRESS",
-            Self::Completed => "COMPLETED",
-            Self::Failed => "FAILED",
-            Self::RetryScheduled => "RETRY_SCHEDULED",
-            Self::DeadLettered => "DEAD_LETTERED",
-            Self::Cancelled => "CANCELLED",
-            Self::Scheduled => "SCHEDULED",
-            Self::ScheduleTriggered => "SCHEDULE_TRIGGERED",
-            Self::HandlerDeployed => "HANDLER_DEPLOYED",
-            Self::HandlerSwapped => "HANDLER_SWAPPED",
-        }
-    }
-
     /// The lowercase subject token (`"retry_scheduled"`), the last token of
-    /// `jobbox.events.<queue>.<job_id>.<event>`.
+    /// `jobbox.events.<queue>.<job_id>.<event>`. An `Other` spelling gives its lower
+    /// case with any character that is not `a-z 0-9 _ -` replaced by `_`.
     #[must_use]
-    pub const fn as_token(self) -> &'static str {
+    pub fn as_token(self) -> &'static str {
         match self {
             Self::Enqueued => "enqueued",
             Self::Started => "started",
@@ -96,6 +63,20 @@ impl JobEventType {
             Self::ScheduleTriggered => "schedule_triggered",
             Self::HandlerDeployed => "handler_deployed",
             Self::HandlerSwapped => "handler_swapped",
+            Self::Other(s) => {
+                let token: String = s
+                    .chars()
+                    .map(|c| match c.to_ascii_lowercase() {
+                        c @ ('a'..='z' | '0'..='9' | '_' | '-') => c,
+                        _ => '_',
+                    })
+                    .collect();
+                if token.is_empty() {
+                    "_"
+                } else {
+                    crate::model::spelling::intern(&token)
+                }
+            }
         }
     }
 
@@ -106,15 +87,10 @@ impl JobEventType {
     }
 }
 
-impl fmt::Display for JobEventType {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
 /// One thing that happened to a job (or to a handler), as published on the events
-/// stream.
+/// stream. Built with [`JobEvent::new`] or [`JobEvent::handler`] and the `with_*` methods.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct JobEvent {
     /// The job this is about (empty for handler events).
     pub job_id: String,

@@ -14,6 +14,7 @@ pub mod progress;
 pub mod result;
 pub mod route;
 pub mod schedule;
+mod spelling;
 pub mod stats;
 pub mod status;
 pub mod usage;

@@ -1,9 +1,9 @@
 //! What a handler reports while it runs: progress and log lines.
 
-use std::fmt;
-
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
+
+use crate::model::spelling::wire_enum;
 
 /// A progress report from a running handler, published as a PROGRESS event.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -18,51 +18,21 @@ pub struct JobProgress {
     pub message: Option<String>,
 }
 
-/// Severity of a [`LogEntry`]; lowercase on the wire (`"info"`).
-#[derive(
-    Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
-)]
-#[serde(rename_all = "lowercase")]
-pub enum LogLevel {
-    /// Very detailed tracing.
-    Trace,
-    /// Debugging detail.
-    Debug,
-    /// Normal information (the default).
-    #[default]
-    Info,
-    /// Something unexpected that the handler recovered from.
-    Warn,
-    /// An error.
-    Error,
-}
-
-impl LogLevel {
-    /// Every level, lowest first.
-    pub const ALL: [Self; 5] = [
-        Self::Trace,
-        Self::Debug,
-        Self::Info,
-        Self::Warn,
-        Self::Error,
-    ];
-
-    /// The wire name (`"warn"`).
-    #[must_use]
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            Self::Trace => "trace",
-            Self::Debug => "debug",
-            Self::Info => "info",
-            Self::Warn => "warn",
-            Self::Error => "error",
-        }
-    }
-}
-
-impl fmt::Display for LogLevel {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
+wire_enum! {
+    /// Severity of a [`LogEntry`]; lowercase on the wire (`"info"`).
+    #[derive(Default, PartialOrd, Ord)]
+    pub enum LogLevel {
+        /// Very detailed tracing.
+        Trace = "trace",
+        /// Debugging detail.
+        Debug = "debug",
+        /// Normal information (the default).
+        #[default]
+        Info = "info",
+        /// Something unexpected that the handler recovered from.
+        Warn = "warn",
+        /// An error.
+        Error = "error",
     }
 }
 

@@ -57,6 +57,128 @@ pub struct JobResult {
 }
 
 impl JobResult {
+    /// A COMPLETED result with the handler's `output`. Times are now; set the rest
+    /// with the `with_*` methods.
+    #[must_use]
+    pub fn completed(job_id: impl Into<String>, output: impl Into<Vec<u8>>) -> Self {
+        Self::new(job_id.into(), JobStatus::Completed).with_output(output)
+    }
+
+    /// A FAILED result: the final attempt failed with `error_type` and `message`.
+    /// Use [`with_status`](Self::with_status) for DEAD_LETTER.
+    #[must_use]
+    pub fn failed(
+        job_id: impl Into<String>,
+        error_type: ErrorType,
+        message: impl Into<String>,
+    ) -> Self {
+        let mut r = Self::new(job_id.into(), JobStatus::Failed);
+        r.error_type = Some(error_type);
+        r.error = Some(message.into());
+        r
+    }
+
+    /// A CANCELLED result (error type `cancelled`) with the reason in `message`.
+    #[must_use]
+    pub fn cancelled(job_id: impl Into<String>, message: impl Into<String>) -> Self {
+        let mut r = Self::failed(job_id, ErrorType::Cancelled, message);
+        r.status = JobStatus::Cancelled;
+        r
+    }
+
+    fn new(job_id: String, status: JobStatus) -> Self {
+        let now = Utc::now();
+        Self {
+            job_id,
+            status,
+            result: None,
+            error: None,
+            error_type: None,
+            retryable: false,
+            traceback: None,
+            start_time: now,
+            finish_time: now,
+            attempts: 0,
+            worker_id: String::new(),
+            handler_digest: None,
+            usage: Usage::default(),
+            logs: Vec::new(),
+            logs_dropped: 0,
+        }
+    }
+
+    /// Sets the status (e.g. DEAD_LETTER for a failure whose retries ran out).
+    #[must_use]
+    pub fn with_status(mut self, status: JobStatus) -> Self {
+        self.status = status;
+        self
+    }
+
+    /// Sets the output bytes.
+    #[must_use]
+    pub fn with_output(mut self, output: impl Into<Vec<u8>>) -> Self {
+        self.result = Some(output.into());
+        self
+    }
+
+    /// Sets whether the last error was retryable.
+    #[must_use]
+    pub fn with_retryable(mut self, retryable: bool) -> Self {
+        self.retryable = retryable;
+        self
+    }
+
+    /// Sets the trap detail or backtrace.
+    #[must_use]
+    pub fn with_traceback(mut self, traceback: impl Into<String>) -> Self {
+        self.traceback = Some(traceback.into());
+        self
+    }
+
+    /// Sets when the final attempt started and finished.
+    #[must_use]
+    pub fn with_times(mut self, start: DateTime<Utc>, finish: DateTime<Utc>) -> Self {
+        self.start_time = start;
+        self.finish_time = finish;
+        self
+    }
+
+    /// Sets the number of attempts made, including the final one.
+    #[must_use]
+    pub fn with_attempts(mut self, attempts: u32) -> Self {
+        self.attempts = attempts;
+        self
+    }
+
+    /// Sets the worker that ran the final attempt.
+    #[must_use]
+    pub fn with_worker(mut self, worker_id: impl Into<String>) -> Self {
+        self.worker_id = worker_id.into();
+        self
+    }
+
+    /// Sets the digest of the handler that ran the final attempt (`None` keeps it unset).
+    #[must_use]
+    pub fn with_handler_digest(mut self, digest: Option<&str>) -> Self {
+        self.handler_digest = digest.map(str::to_string);
+        self
+    }
+
+    /// Sets the resource receipt.
+    #[must_use]
+    pub fn with_usage(mut self, usage: Usage) -> Self {
+        self.usage = usage;
+        self
+    }
+
+    /// Sets the kept log lines and the count of dropped ones.
+    #[must_use]
+    pub fn with_logs(mut self, logs: Vec<LogEntry>, dropped: u64) -> Self {
+        self.logs = logs;
+        self.logs_dropped = dropped;
+        self
+    }
+
     /// True if the job completed successfully.
     #[must_use]
     pub fn is_success(&self) -> bool {
@@ -87,24 +209,32 @@ mod tests {
     use super::*;
 
     fn result(status: JobStatus, out: Option<&[u8]>) -> JobResult {
-        let now = Utc::now();
-        JobResult {
-            job_id: "j1".into(),
-            status,
-            result: out.map(<[u8]>::to_vec),
-            error: None,
-            error_type: None,
-            retryable: false,
-            traceback: None,
-            start_time: now,
-            finish_time: now,
-            attempts: 1,
-            worker_id: "w".into(),
-            handler_digest: None,
-            usage: Usage::default(),
-            logs: Vec::new(),
-            logs_dropped: 0,
-        }
+        let mut r = JobResult::completed("j1", Vec::new())
+            .with_status(status)
+            .with_attempts(1)
+            .with_worker("w");
+        r.result = out.map(<[u8]>::to_vec);
+        r
+    }
+
+    #[test]
+    fn constructors_set_status_and_error() {
+        let ok = JobResult::completed("j", b"1".to_vec());
+        assert!(ok.is_success());
+        assert_eq!(ok.result.as_deref(), Some(&b"1"[..]));
+        assert_eq!((ok.error.as_ref(), ok.error_type), (None, None));
+
+        let failed = JobResult::failed("j", ErrorType::Trap, "boom")
+            .with_status(JobStatus::DeadLetter)
+            .with_retryable(true);
+        assert_eq!(failed.status, JobStatus::DeadLetter);
+        assert_eq!(failed.error_type, Some(ErrorType::Trap));
+        assert_eq!(failed.error.as_deref(), Some("boom"));
+        assert!(failed.retryable && failed.result.is_none());
+
+        let cancelled = JobResult::cancelled("j", "stop");
+        assert_eq!(cancelled.status, JobStatus::Cancelled);
+        assert_eq!(cancelled.error_type, Some(ErrorType::Cancelled));
     }
 
     #[test]

@@ -1,37 +1,21 @@
 //! Schedules: jobs enqueued on a cron expression or an interval (`jobbox_schedules`).
 
-use std::fmt;
-
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::model::job::Job;
 
-/// Whether a schedule fires; SCREAMING_SNAKE_CASE on the wire (`"ACTIVE"`).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
-pub enum ScheduleStatus {
-    /// Fires when due (the default).
-    #[default]
-    Active,
-    /// Does not fire until resumed.
-    Paused,
-}
+use crate::model::spelling::wire_enum;
 
-impl ScheduleStatus {
-    /// The wire name (`"PAUSED"`).
-    #[must_use]
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            Self::Active => "ACTIVE",
-            Self::Paused => "PAUSED",
-        }
-    }
-}
-
-impl fmt::Display for ScheduleStatus {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
+wire_enum! {
+    /// Whether a schedule fires; SCREAMING_SNAKE_CASE on the wire (`"ACTIVE"`).
+    #[derive(Default)]
+    pub enum ScheduleStatus {
+        /// Fires when due (the default).
+        #[default]
+        Active = "ACTIVE",
+        /// Does not fire until resumed.
+        Paused = "PAUSED",
     }
 }
 

@@ -1,62 +1,35 @@
 //! Job status: the enum and the per-job state record.
 
-use std::fmt;
-
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::model::job::Job;
 
-/// Where a job is in its lifecycle; SCREAMING_SNAKE_CASE on the wire (`"DEAD_LETTER"`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
-pub enum JobStatus {
-    /// Enqueued, waiting for a worker.
-    Pending,
-    /// Waiting for its `scheduled_at` time.
-    Scheduled,
-    /// A worker is running it.
-    Running,
-    /// Finished successfully (terminal).
-    Completed,
-    /// Failed for good without retries left to try (terminal).
-    Failed,
-    /// Failed; another attempt is scheduled.
-    Retrying,
-    /// Retries exhausted; published to the dead-letter stream (terminal).
-    DeadLetter,
-    /// Cancelled before it completed (terminal).
-    Cancelled,
+use crate::model::spelling::wire_enum;
+
+wire_enum! {
+    /// Where a job is in its lifecycle; SCREAMING_SNAKE_CASE on the wire (`"DEAD_LETTER"`).
+    pub enum JobStatus {
+        /// Enqueued, waiting for a worker.
+        Pending = "PENDING",
+        /// Waiting for its `scheduled_at` time.
+        Scheduled = "SCHEDULED",
+        /// A worker is running it.
+        Running = "RUNNING",
+        /// Finished successfully (terminal).
+        Completed = "COMPLETED",
+        /// Failed for good without retries left to try (terminal).
+        Failed = "FAILED",
+        /// Failed; another attempt is scheduled.
+        Retrying = "RETRYING",
+        /// Retries exhausted; published to the dead-letter stream (terminal).
+        DeadLetter = "DEAD_LETTER",
+        /// Cancelled before it completed (terminal).
+        Cancelled = "CANCELLED",
+    }
 }
 
 impl JobStatus {
-    /// Every status, in lifecycle order.
-    pub const ALL: [Self; 8] = [
-        Self::Pending,
-        Self::Scheduled,
-        Self::Running,
-        Self::Completed,
-        Self::Failed,
-        Self::Retrying,
-        Self::DeadLetter,
-        Self::Cancelled,
-    ];
-
-    /// The wire name (`"DEAD_LETTER"`).
-    #[must_use]
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            Self::Pending => "PENDING",
-            Self::Scheduled => "SCHEDULED",
-            Self::Running => "RUNNING",
-            Self::Completed => "COMPLETED",
-            Self::Failed => "FAILED",
-            Self::Retrying => "RETRYING",
-            Self::DeadLetter => "DEAD_LETTER",
-            Self::Cancelled => "CANCELLED",
-        }
-    }
-
     /// True once nothing more will happen to the job: COMPLETED, FAILED, DEAD_LETTER or
     /// CANCELLED.
     #[must_use]
@@ -65,12 +38,6 @@ impl JobStatus {
             self,
             Self::Completed | Self::Failed | Self::DeadLetter | Self::Cancelled
         )
-    }
-}
-
-impl fmt::Display for JobStatus {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
     }
 }
 

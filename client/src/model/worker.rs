@@ -1,44 +1,23 @@
 //! Worker heartbeats: the value in the `jobbox_workers` KV bucket.
 
 use std::collections::BTreeMap;
-use std::fmt;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-/// What a worker is doing; SCREAMING_SNAKE_CASE on the wire (`"IDLE"`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
-pub enum WorkerState {
-    /// Connecting, creating consumers, loading handlers.
-    Starting,
-    /// Running, no job in flight.
-    Idle,
-    /// Running at least one job.
-    Busy,
-    /// Draining: finishing jobs in flight, taking no new ones.
-    Stopping,
-}
+use crate::model::spelling::wire_enum;
 
-impl WorkerState {
-    /// Every state, in lifecycle order.
-    pub const ALL: [Self; 4] = [Self::Starting, Self::Idle, Self::Busy, Self::Stopping];
-
-    /// The wire name (`"BUSY"`).
-    #[must_use]
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            Self::Starting => "STARTING",
-            Self::Idle => "IDLE",
-            Self::Busy => "BUSY",
-            Self::Stopping => "STOPPING",
-        }
-    }
-}
-
-impl fmt::Display for WorkerState {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
+wire_enum! {
+    /// What a worker is doing; SCREAMING_SNAKE_CASE on the wire (`"IDLE"`).
+    pub enum WorkerState {
+        /// Connecting, creating consumers, loading handlers.
+        Starting = "STARTING",
+        /// Running, no job in flight.
+        Idle = "IDLE",
+        /// Running at least one job.
+        Busy = "BUSY",
+        /// Draining: finishing jobs in flight, taking no new ones.
+        Stopping = "STOPPING",
     }
 }
 

@@ -31,7 +31,8 @@ enum HandlerCommand {
     History(HistoryArgs),
     /// Point a job type back at an earlier deploy (default: the previous digest).
     Rollback(RollbackArgs),
-    /// Remove a job type's route: workers then fail its jobs as unknown_job_type.
+    /// Remove a job type's route: workers then retry its jobs as unknown_job_type until
+    /// they are dead-lettered.
     /// (Its history stays: `rollback` brings it back.)
     #[command(alias = "remove")]
     Rm(RmArgs),
@@ -197,8 +198,8 @@ pub async fn run(args: HandlerArgs, output: Output) -> anyhow::Result<ExitCode> 
                     serde_json::json!({ "job_type": removed.job_type, "removed": removed })
                 ),
                 Output::Text => println!(
-                    "removed the route of {} (was {}); its jobs now fail as unknown_job_type \
-                     (`jobbox handler rollback {}` brings it back)",
+                    "removed the route of {} (was {}); its jobs now retry as unknown_job_type, \
+                     then are dead-lettered (`jobbox handler rollback {}` brings it back)",
                     removed.job_type,
                     describe(&removed),
                     removed.job_type

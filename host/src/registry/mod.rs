@@ -287,12 +287,7 @@ impl RouteTable {
                 )
                 .retryable(true)
             })?
-            .ok_or_else(|| {
-                Failure::new(
-                    ErrorType::UnknownJobType,
-                    format!("no handler is deployed for job type \"{job_type}\""),
-                )
-            })?;
+            .ok_or_else(|| unknown_job_type(job_type))?;
         // A version that already failed to load for good is not compiled again for
         // every job of its type.
         if let Some(failed) = self.state().failures.get(job_type)
@@ -343,10 +338,7 @@ impl RouteTable {
             .last()
             .is_none_or(|last| last.operation != async_nats::jetstream::kv::Operation::Put);
         if removed {
-            return Err(Failure::new(
-                ErrorType::UnknownJobType,
-                format!("no handler is deployed for job type \"{job_type}\""),
-            ));
+            return Err(unknown_job_type(job_type));
         }
         let deploys: Vec<(u64, Route)> = history
             .iter()
@@ -378,4 +370,15 @@ impl RouteTable {
             revision,
         }))
     }
+}
+
+/// The failure of a job whose type has no route. Retryable: a job enqueued moments
+/// before its handler's deploy lands must not be lost; it retries with backoff and,
+/// if no route appears, ends in the DLQ, from where it can be replayed.
+fn unknown_job_type(job_type: &str) -> Failure {
+    Failure::new(
+        ErrorType::UnknownJobType,
+        format!("no handler is deployed for job type \"{job_type}\""),
+    )
+    .retryable(true)
 }

@@ -1,11 +1,13 @@
 //! Bad input through the worker: messages that are not jobs, unknown job types,
-//! broken routes and hostile guests all end as FAILED results with their error type,
-//! and the same worker then completes a normal job.
+//! broken routes and hostile guests all end as final results with their error type
+//! (unknown job types retry first, then are dead-lettered), and the same worker then
+//! completes a normal job.
 
 use std::time::Duration;
 
 use bytes::Bytes;
-use jobbox::{Client, ErrorType, HandlerLimits, Job, JobStatus, Route};
+use futures::StreamExt;
+use jobbox::{Client, ErrorType, EventsFrom, HandlerLimits, Job, JobEventType, JobStatus, Route};
 use jobbox_host::registry::DeployOptions;
 use jobbox_tests::{
     NatsServer, RunningWorker, brief, deploy_guest, deploy_guest_with, guests, wait_result,
@@ -79,17 +81,87 @@ async fn messages_that_are_not_jobs_are_failed_and_terminated() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_enqueued_before_its_handler_is_deployed_runs_once_it_is() {
+    let server = NatsServer::start();
+    let client = Client::connect(&server.url()).await.expect("connect");
+    let worker = RunningWorker::on(&server.url(), &[QUEUE], 2).await;
+
+    // Retries left: the job waits with backoff until the route exists.
+    let early = Job::json("late", &json!({"early": true}))
+        .expect("encodes")
+        .queue(QUEUE)
+        .max_retries(8);
+    let events = client
+        .events(None, Some(&early.id), EventsFrom::Start)
+        .await
+        .expect("follow events");
+    let mut events = std::pin::pin!(events);
+    client.enqueue(&early).await.expect("enqueue");
+    loop {
+        let event = tokio::time::timeout(Duration::from_secs(60), events.next())
+            .await
+            .expect("a retry is scheduled")
+            .expect("the stream goes on")
+            .expect("an event");
+        assert_ne!(event.event_type, JobEventType::DeadLettered);
+        if event.event_type == JobEventType::RetryScheduled {
+            assert_eq!(event.error_type, Some(ErrorType::UnknownJobType));
+            break;
+        }
+    }
+
+    // No retries left: a dead letter, replayable once the route exists.
+    let lost = Job::json("late", &json!({"lost": true}))
+        .expect("encodes")
+        .queue(QUEUE)
+        .max_retries(0);
+    let result = enqueue_and_wait(&client, &lost).await;
+    assert_eq!(result.status, JobStatus::DeadLetter, "{}", brief(&result));
+    assert_eq!(result.error_type, Some(ErrorType::UnknownJobType));
+    assert!(result.retryable, "{}", brief(&result));
+
+    deploy_guest(&client, "late", guests::ECHO).await;
+    let result = wait_result(&client, &early.id, Duration::from_secs(60)).await;
+    assert_eq!(result.status, JobStatus::Completed, "{}", brief(&result));
+    assert_eq!(
+        result.result_json::<Value>().expect("json"),
+        json!({"early": true})
+    );
+
+    let letters = client.dead_letters(Some(QUEUE)).await.expect("dlq");
+    let (sequence, letter) = letters
+        .iter()
+        .find(|(_, l)| l.job.id == lost.id)
+        .expect("the dead letter is stored");
+    assert_eq!(letter.error_type, Some(ErrorType::UnknownJobType));
+    client
+        .replay_dead_letter(*sequence, letter)
+        .await
+        .expect("replay");
+    let replayed = wait_result(&client, &lost.id, Duration::from_secs(60)).await;
+    assert_eq!(
+        replayed.status,
+        JobStatus::Completed,
+        "{}",
+        brief(&replayed)
+    );
+    worker.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unknown_job_types_and_broken_routes_fail_cleanly() {
     let server = NatsServer::start();
     let client = Client::connect(&server.url()).await.expect("connect");
     let echo = deploy_guest(&client, "echo", guests::ECHO).await;
     let worker = RunningWorker::on(&server.url(), &[QUEUE], 2).await;
 
+    // Unknown job types are retryable: with no retries left, a dead letter.
     let job = Job::json("no-such-type", &json!({}))
         .expect("encodes")
-        .queue(QUEUE);
+        .queue(QUEUE)
+        .max_retries(0);
     let result = enqueue_and_wait(&client, &job).await;
-    assert_eq!(result.status, JobStatus::Failed);
+    assert_eq!(result.status, JobStatus::DeadLetter, "{}", brief(&result));
     assert_eq!(result.error_type, Some(ErrorType::UnknownJobType));
 
     // A route whose object does not exist.

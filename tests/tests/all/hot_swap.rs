@@ -725,9 +725,11 @@ async fn pinned_jobs_run_on_their_version_and_rm_and_rollback_work() {
     let v2 = route_unvalidated(&client, &v1, "echo", guests::ECHO_V2, "v2").await;
     let worker = RunningWorker::on(&server.url(), &[QUEUE], 4).await;
     let run = async |pin: Option<&str>| {
+        // No retries: an unknown job type is retryable, and would wait out backoff.
         let mut job = Job::json("echo", &json!({"pin": pin}))
             .expect("encodes")
-            .queue(QUEUE);
+            .queue(QUEUE)
+            .max_retries(0);
         if let Some(pin) = pin {
             job = job.handler(pin);
         }
@@ -798,8 +800,9 @@ async fn pinned_jobs_run_on_their_version_and_rm_and_rollback_work() {
         "{refused:?}"
     );
 
-    // rm: jobs of the type fail as unknown_job_type (pinned ones too), once the
-    // worker has seen the removal.
+    // rm: jobs of the type end as unknown_job_type (pinned ones too), once the
+    // worker has seen the removal; it is retryable, so with no retries left they are
+    // dead-lettered (replayable once a route is back).
     let removed = registry::remove(&client, "echo").await.expect("rm");
     assert_eq!(removed.digest, v2.digest);
     assert!(client.route("echo").await.expect("read").is_none());
@@ -813,7 +816,12 @@ async fn pinned_jobs_run_on_their_version_and_rm_and_rollback_work() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let after_rm = after_rm.expect("jobs still completed 50 times after rm");
-    assert_eq!(after_rm.status, JobStatus::Failed, "{}", brief(&after_rm));
+    assert_eq!(
+        after_rm.status,
+        JobStatus::DeadLetter,
+        "{}",
+        brief(&after_rm)
+    );
     assert_eq!(
         after_rm.error_type,
         Some(ErrorType::UnknownJobType),

@@ -151,23 +151,9 @@ async fn a_job_whose_worker_died_after_writing_its_result_is_not_run_again() {
 
     // The "dead worker" took the message and wrote the result, but never acked.
     let _taken = take_one(&doomed).await;
-    let first = JobResult {
-        job_id: job.id.clone(),
-        status: JobStatus::Completed,
-        result: Some(br#"{"n":1}"#.to_vec()),
-        error: None,
-        error_type: None,
-        retryable: false,
-        traceback: None,
-        start_time: Utc::now(),
-        finish_time: Utc::now(),
-        attempts: 1,
-        worker_id: "dead-worker".into(),
-        handler_digest: None,
-        usage: jobbox::Usage::default(),
-        logs: Vec::new(),
-        logs_dropped: 0,
-    };
+    let first = JobResult::completed(job.id.as_str(), br#"{"n":1}"#.to_vec())
+        .with_attempts(1)
+        .with_worker("dead-worker");
     client
         .layout()
         .results
