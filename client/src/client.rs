@@ -166,7 +166,10 @@ impl Client {
     async fn send_enqueue(&self, job: &Job) -> Result<PendingEnqueue, ClientError> {
         let mut events = Vec::with_capacity(2);
         for (event, id) in crate::jobs::enqueue_events(job) {
-            events.push((event.event_type, self.publish_event_with_id(&event, &id).await?));
+            events.push((
+                event.event_type,
+                self.publish_event_with_id(&event, &id).await?,
+            ));
         }
         let job_ack = crate::jobs::publish_job(self, job, &job.id).await?;
         Ok(PendingEnqueue { events, job_ack })

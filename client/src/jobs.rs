@@ -56,7 +56,9 @@ pub(crate) async fn publish_job(
                 .jetstream()
                 .send_publish(
                     lane_subject,
-                    PublishMessage::build().payload(payload).message_id(message_id),
+                    PublishMessage::build()
+                        .payload(payload)
+                        .message_id(message_id),
                 )
                 .await
         }
@@ -122,7 +124,9 @@ impl Client {
     /// Every event of one job still kept, in stream order.
     pub async fn job_events(&self, job_id: &str) -> Result<Vec<JobEvent>, ClientError> {
         if !crate::is_valid_name(job_id) {
-            return Err(ClientError::NotFound(format!("job {job_id:?} (not a valid id)")));
+            return Err(ClientError::NotFound(format!(
+                "job {job_id:?} (not a valid id)"
+            )));
         }
         let filter = nats::events_filter(None, Some(job_id));
         let stream = self
@@ -166,7 +170,9 @@ impl Client {
         };
         tokio::time::timeout(EVENTS_READ_TIMEOUT, read)
             .await
-            .map_err(|_| ClientError::Timeout(EVENTS_READ_TIMEOUT, format!("events of {job_id}")))??;
+            .map_err(|_| {
+                ClientError::Timeout(EVENTS_READ_TIMEOUT, format!("events of {job_id}"))
+            })??;
         Ok(events)
     }
 

@@ -17,8 +17,12 @@ pub struct EnqueueArgs {
     /// The job type, e.g. word-count.
     job_type: String,
     /// The payload as JSON.
-    #[arg(long, default_value = "{}")]
+    #[arg(long, default_value = "{}", conflicts_with = "file")]
     json: String,
+    /// Enqueue one job per line of this file (newline-delimited JSON payloads; `-`
+    /// reads standard input), pipelined; every line is checked before any is sent.
+    #[arg(long, conflicts_with = "wait")]
+    file: Option<std::path::PathBuf>,
     /// The queue to put the job on.
     #[arg(long, short = 'q', default_value = jobbox::DEFAULT_QUEUE)]
     queue: String,
@@ -61,24 +65,12 @@ pub struct ResultArgs {
 }
 
 pub async fn enqueue(args: EnqueueArgs, output: Output) -> anyhow::Result<ExitCode> {
+    if let Some(path) = &args.file {
+        return enqueue_file(&args, path, output).await;
+    }
     let payload: serde_json::Value =
         serde_json::from_str(&args.json).context("--json is not valid JSON")?;
-    let mut job = Job::json(args.job_type.as_str(), &payload)?
-        .queue(args.queue.as_str())
-        .priority(args.priority)
-        .created_by(std::env::var("USER").unwrap_or_else(|_| "cli".into()));
-    if let Some(delay) = args.delay {
-        job = job.delay(delay);
-    }
-    if let Some(max_retries) = args.max_retries {
-        job = job.max_retries(max_retries);
-    }
-    if let Some(handler) = &args.handler {
-        job = job.handler(handler.as_str());
-    }
-    for (key, value) in &args.metadata {
-        job = job.metadata(key.as_str(), value.as_str());
-    }
+    let job = build_job(&args, &payload)?;
     let client = args.nats.connect().await?;
     let enqueued = client.enqueue(&job).await?;
     if !args.wait {
@@ -97,6 +89,89 @@ pub async fn enqueue(args: EnqueueArgs, output: Output) -> anyhow::Result<ExitCo
         .await;
     spinner.finish_and_clear();
     Ok(print_result(&result?, output))
+}
+
+/// `--file`: one job per line, all checked first, then enqueued pipelined.
+async fn enqueue_file(
+    args: &EnqueueArgs,
+    path: &std::path::Path,
+    output: Output,
+) -> anyhow::Result<ExitCode> {
+    let text = if path.as_os_str() == "-" {
+        std::io::read_to_string(std::io::stdin()).context("failed to read standard input")?
+    } else {
+        std::fs::read_to_string(path)
+            .with_context(|| format!("failed to read {}", path.display()))?
+    };
+    let mut jobs = Vec::new();
+    for (index, line) in text.lines().enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        let number = index + 1;
+        let payload: serde_json::Value = serde_json::from_str(line)
+            .with_context(|| format!("line {number} is not valid JSON"))?;
+        let job = build_job(args, &payload).with_context(|| format!("line {number}"))?;
+        job.validate()
+            .with_context(|| format!("line {number} is not a valid job"))?;
+        jobs.push(job);
+    }
+    let client = args.nats.connect().await?;
+    let outcomes = client.enqueue_many(&jobs).await?;
+    let (mut enqueued, mut duplicates, mut failed) = (0usize, 0usize, 0usize);
+    for (job, outcome) in jobs.iter().zip(&outcomes) {
+        match outcome {
+            Ok(done) if done.duplicate => duplicates += 1,
+            Ok(_) => enqueued += 1,
+            Err(e) => {
+                failed += 1;
+                eprintln!("job {}: {e}", job.id);
+            }
+        }
+        if output == Output::Text
+            && let Ok(done) = outcome
+        {
+            println!("{}", done.job_id);
+        }
+    }
+    match output {
+        Output::Json => println!(
+            "{}",
+            serde_json::json!({
+                "enqueued": enqueued,
+                "duplicates": duplicates,
+                "failed": failed,
+                "job_ids": outcomes.iter().filter_map(|o| o.as_ref().ok()).map(|e| e.job_id.as_str()).collect::<Vec<_>>(),
+            })
+        ),
+        Output::Text => eprintln!("{enqueued} enqueued, {duplicates} duplicates, {failed} failed"),
+    }
+    Ok(if failed == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+/// The job the options describe, with `payload` as its JSON payload.
+fn build_job(args: &EnqueueArgs, payload: &serde_json::Value) -> anyhow::Result<Job> {
+    let mut job = Job::json(args.job_type.as_str(), payload)?
+        .queue(args.queue.as_str())
+        .priority(args.priority)
+        .created_by(std::env::var("USER").unwrap_or_else(|_| "cli".into()));
+    if let Some(delay) = args.delay {
+        job = job.delay(delay);
+    }
+    if let Some(max_retries) = args.max_retries {
+        job = job.max_retries(max_retries);
+    }
+    if let Some(handler) = &args.handler {
+        job = job.handler(handler.as_str());
+    }
+    for (key, value) in &args.metadata {
+        job = job.metadata(key.as_str(), value.as_str());
+    }
+    Ok(job)
 }
 
 pub async fn result(args: ResultArgs, output: Output) -> anyhow::Result<ExitCode> {

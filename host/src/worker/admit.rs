@@ -115,7 +115,10 @@ mod tests {
         assert!(!failure.retryable);
         // A hostile max_retries cannot overflow the bound.
         let j = job().max_retries(u32::MAX);
-        assert_eq!(admit(&j, u32::MAX, false, false, Utc::now()), Admission::Run);
+        assert_eq!(
+            admit(&j, u32::MAX, false, false, Utc::now()),
+            Admission::Run
+        );
     }
 
     #[test]

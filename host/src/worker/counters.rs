@@ -29,9 +29,8 @@ impl QueueCounters {
 
     /// Sends every pending count.
     pub async fn flush(&self, client: &Client) {
-        let pending = std::mem::take(
-            &mut *self.pending.lock().unwrap_or_else(PoisonError::into_inner),
-        );
+        let pending =
+            std::mem::take(&mut *self.pending.lock().unwrap_or_else(PoisonError::into_inner));
         for ((queue, counter), n) in pending {
             if let Err(e) = client.count(&queue, counter, n).await {
                 tracing::warn!(%queue, counter, n, error = %e, "failed to flush a counter");

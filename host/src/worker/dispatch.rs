@@ -154,7 +154,9 @@ async fn read_result(
             ack(message, AckKind::Progress).await;
             since_extended = Duration::ZERO;
         }
-        pause = (pause * 2).min(MAX_READ_BACKOFF).min(keep_alive_interval(ack_wait));
+        pause = (pause * 2)
+            .min(MAX_READ_BACKOFF)
+            .min(keep_alive_interval(ack_wait));
     }
 }
 
@@ -173,8 +175,7 @@ async fn run(shared: &Shared, message: &Message, job: Job, ack_wait: Duration, s
             Err(failure) => {
                 let max_retries = job.max_retries.unwrap_or(jobbox::DEFAULT_MAX_RETRIES);
                 let verdict = decide(Err(&failure), job.attempt, max_retries, &job.id);
-                return record::end_unrun(shared, message, &job, ack_wait, failure, verdict)
-                    .await;
+                return record::end_unrun(shared, message, &job, ack_wait, failure, verdict).await;
             }
         };
         let mut limits = job.effective_limits(&active.route.limits);
@@ -211,10 +212,9 @@ async fn run(shared: &Shared, message: &Message, job: Job, ack_wait: Duration, s
                         .run(&active.handler, &job, limits, control.clone())
                         .await
                 }
-                (None, None) => RunOutcome::failed(Failure::new(
-                    ErrorType::Internal,
-                    "no handler resolved",
-                )),
+                (None, None) => {
+                    RunOutcome::failed(Failure::new(ErrorType::Internal, "no handler resolved"))
+                }
             }
         };
         let keepalive = keep_alive(shared, message, &job, ack_wait, &mut progress_rx);

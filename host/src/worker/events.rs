@@ -89,7 +89,10 @@ async fn collect(mut rx: mpsc::Receiver<(&'static str, PublishAckFuture)>) {
 
 /// Waits (a bounded time) for the collector to store the last events.
 pub(crate) async fn drain(collector: JoinHandle<()>) {
-    if tokio::time::timeout(DRAIN_TIMEOUT, collector).await.is_err() {
+    if tokio::time::timeout(DRAIN_TIMEOUT, collector)
+        .await
+        .is_err()
+    {
         tracing::warn!("gave up waiting for the last event acks");
     }
 }

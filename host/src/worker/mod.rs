@@ -33,8 +33,8 @@ pub use backoff::{RETRY_BASE, RETRY_CAP, retry_delay};
 pub use counters::FLUSH_INTERVAL;
 pub use heartbeat::HEARTBEAT_INTERVAL;
 pub use native::{NATIVE_DIGEST, NativeFn, NativeHandlers, echo as native_echo};
-pub use store::MAX_ERROR_BYTES;
 pub use running::RunningJobs;
+pub use store::MAX_ERROR_BYTES;
 pub use verdict::{Verdict, decide};
 
 use crate::registry::{HandlerLoader, RouteTable, watch_routes};
@@ -258,7 +258,10 @@ impl Worker {
         }
         let waiting = inbox.close();
         if !waiting.is_empty() {
-            tracing::info!(jobs = waiting.len(), "handing back jobs that had not started");
+            tracing::info!(
+                jobs = waiting.len(),
+                "handing back jobs that had not started"
+            );
         }
         for fetched in waiting {
             dispatch::ack(&fetched.message, async_nats::jetstream::AckKind::Nak(None)).await;

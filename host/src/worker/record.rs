@@ -73,7 +73,14 @@ pub(super) async fn end_unrun(
         digest: None,
         ack_wait,
     };
-    record(shared, message, &attempt, RunOutcome::failed(failure), verdict).await;
+    record(
+        shared,
+        message,
+        &attempt,
+        RunOutcome::failed(failure),
+        verdict,
+    )
+    .await;
 }
 
 /// Records what the verdict says, then acks or naks.
@@ -154,9 +161,8 @@ pub(super) async fn already_finished(
         ack(message, AckKind::Term).await;
         return;
     };
-    let published = DateTime::<Utc>::from_timestamp_nanos(
-        i64::try_from(published_nanos).unwrap_or(i64::MAX),
-    );
+    let published =
+        DateTime::<Utc>::from_timestamp_nanos(i64::try_from(published_nanos).unwrap_or(i64::MAX));
     if published > result.finish_time + REUSE_MARGIN {
         tracing::warn!(
             finished = %result.finish_time,
@@ -377,7 +383,11 @@ async fn publish_dead_letter(
     shared
         .client
         .jetstream()
-        .publish_with_headers(jobbox::nats::dlq_subject(queue), headers, Bytes::from(bytes))
+        .publish_with_headers(
+            jobbox::nats::dlq_subject(queue),
+            headers,
+            Bytes::from(bytes),
+        )
         .await?
         .await
         .map(|_| ())
@@ -405,12 +415,7 @@ impl<'a> Waiter<'a> {
     }
 
     /// Waits before the next try; false when the worker is stopping instead.
-    async fn wait(
-        &mut self,
-        shared: &Shared,
-        kind: WriteError,
-        error: &str,
-    ) -> bool {
+    async fn wait(&mut self, shared: &Shared, kind: WriteError, error: &str) -> bool {
         if self.warned != Some(kind) {
             tracing::warn!(%error, "{}; trying again with a growing backoff", kind.describe());
             self.warned = Some(kind);
@@ -441,7 +446,9 @@ fn final_event(
         JobStatus::Cancelled => JobEventType::Cancelled,
         _ => JobEventType::Failed,
     };
-    let elapsed = (result.finish_time - started_at).to_std().unwrap_or_default();
+    let elapsed = (result.finish_time - started_at)
+        .to_std()
+        .unwrap_or_default();
     let mut event = JobEvent::new(event_type, job)
         .with_worker(&shared.config.worker_id)
         .with_duration(elapsed)

@@ -6,8 +6,8 @@
 
 use std::error::Error as StdError;
 
-use async_nats::jetstream::context::{PublishError, PublishErrorKind};
 use async_nats::jetstream::ErrorCode;
+use async_nats::jetstream::context::{PublishError, PublishErrorKind};
 use jobbox::{ErrorType, JobResult, JobStatus};
 
 /// Why a write to JetStream failed.
@@ -29,8 +29,7 @@ impl WriteError {
     pub fn classify(error: &(dyn StdError + 'static)) -> Self {
         let mut current: Option<&(dyn StdError + 'static)> = Some(error);
         while let Some(e) = current {
-            if let Some(create) =
-                e.downcast_ref::<async_nats::jetstream::kv::CreateError>()
+            if let Some(create) = e.downcast_ref::<async_nats::jetstream::kv::CreateError>()
                 && create.kind() == async_nats::jetstream::kv::CreateErrorKind::AlreadyExists
             {
                 return Self::Conflict;
@@ -115,9 +114,7 @@ pub(crate) enum Shrunk {
 pub(crate) fn shrink(result: &mut JobResult, done: Option<Shrunk>) -> Option<Shrunk> {
     match done {
         None => {
-            result.logs_dropped = result
-                .logs_dropped
-                .saturating_add(result.logs.len() as u64);
+            result.logs_dropped = result.logs_dropped.saturating_add(result.logs.len() as u64);
             result.logs.clear();
             if let Some(error) = &mut result.error {
                 cap_text(error, MAX_ERROR_BYTES);

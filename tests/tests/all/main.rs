@@ -7,12 +7,14 @@
 //! - `hot_swap`: handler versions, hot swap, rollback, pinning, the compile cache.
 //! - `lifecycle`: retries, dead letters, job state, priorities, delays, cancellation,
 //!   heartbeats, stats, shutdown.
+//! - `poison`: hostile ids, oversized guest errors, reused ids: every message ends.
 //! - `readme`: the README's commands work.
 
 mod bad_input;
 mod hostile;
 mod hot_swap;
 mod lifecycle;
+mod poison;
 mod readme;
 mod sandbox;
 mod worker;

@@ -211,3 +211,57 @@ async fn an_enqueue_retried_with_the_same_id_is_one_job() {
     assert_all_acked(&client, "dedupe").await;
     worker.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn enqueue_from_a_file_is_all_checked_first_then_pipelined() {
+    let server = NatsServer::start();
+    let client = Client::connect(&server.url()).await.expect("connect");
+    deploy_guest(&client, "echo", guests::ECHO).await;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let enqueue = |path: &std::path::Path| {
+        std::process::Command::new(jobbox_tests::jobbox_bin())
+            .args(["enqueue", "echo", "--queue", "file", "-o", "json", "--file"])
+            .arg(path)
+            .args(["--nats-url", &server.url()])
+            .output()
+            .expect("run jobbox enqueue")
+    };
+
+    // One bad line: nothing is sent.
+    let bad = dir.path().join("bad.ndjson");
+    std::fs::write(&bad, "{\"n\": 1}\n{not json\n{\"n\": 3}\n").expect("write");
+    let output = enqueue(&bad);
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("line 2"), "{stderr}");
+    let stats = client.queue_stats("file").await.expect("stats");
+    assert_eq!(stats.pending, 0, "nothing was enqueued");
+
+    let good = dir.path().join("jobs.ndjson");
+    let lines: String = (0..50).map(|n| format!("{{\"n\": {n}}}\n")).collect();
+    std::fs::write(&good, lines).expect("write");
+    let output = enqueue(&good);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let report: Value = serde_json::from_slice(&output.stdout).expect("json report");
+    assert_eq!(report["enqueued"], 50, "{report}");
+    let ids: Vec<String> = report["job_ids"]
+        .as_array()
+        .expect("ids")
+        .iter()
+        .filter_map(|id| id.as_str().map(str::to_string))
+        .collect();
+    assert_eq!(ids.len(), 50);
+    let worker = RunningWorker::on(&server.url(), &["file"], 4).await;
+    for (n, id) in ids.iter().enumerate() {
+        let result = wait_result(&client, id, Duration::from_secs(30)).await;
+        assert_eq!(
+            result.result_json::<Value>().expect("json"),
+            json!({"n": n})
+        );
+    }
+    worker.stop().await;
+}
