@@ -287,9 +287,8 @@ async fn store_result(
             .results
             .create(&result.job_id, Bytes::from(bytes))
             .await;
-        let error = match written {
-            Ok(_) => return Stored::Written,
-            Err(e) => e,
+        let Err(error) = written else {
+            return Stored::Written;
         };
         match WriteError::classify(&error) {
             WriteError::Conflict => return Stored::Fenced,

@@ -6,7 +6,7 @@
 
 use jobbox_guest::{Context, Error};
 
-#[derive(serde::Deserialize)]
+#[derive(Clone, Copy, serde::Deserialize)]
 struct Input {
     bytes: usize,
     #[serde(default)]
