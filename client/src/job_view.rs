@@ -93,7 +93,7 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
-    use crate::model::{ErrorType, Job, Usage};
+    use crate::model::{ErrorType, Job};
 
     fn job() -> Job {
         Job::new("echo", Vec::new()).queue("q")
@@ -106,24 +106,10 @@ mod tests {
     }
 
     fn result(job: &Job, status: JobStatus, attempts: u32) -> JobResult {
-        let now = chrono::Utc::now();
-        JobResult {
-            job_id: job.id.clone(),
-            status,
-            result: None,
-            error: Some("boom".into()),
-            error_type: Some(ErrorType::GuestError),
-            retryable: false,
-            traceback: None,
-            start_time: now,
-            finish_time: now,
-            attempts,
-            worker_id: "w2".into(),
-            handler_digest: None,
-            usage: Usage::default(),
-            logs: Vec::new(),
-            logs_dropped: 0,
-        }
+        JobResult::failed(job.id.as_str(), ErrorType::GuestError, "boom")
+            .with_status(status)
+            .with_attempts(attempts)
+            .with_worker("w2")
     }
 
     #[test]

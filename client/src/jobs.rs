@@ -13,7 +13,7 @@ use futures::StreamExt;
 use crate::error::{ClientError, NatsContext};
 use crate::model::{
     CancelRequest, DeadLetter, ErrorType, Job, JobEvent, JobEventType, JobResult, JobState,
-    JobStatus, QueueStats, Usage,
+    JobStatus, QueueStats,
 };
 use crate::nats::{self, Lane};
 use crate::{Client, wire};
@@ -205,7 +205,7 @@ impl Client {
         }
         let now = Utc::now();
         let message = "the job was cancelled before it started";
-        let result = cancelled_result(job_id, now, message);
+        let result = JobResult::cancelled(job_id, message).with_times(now, now);
         let bytes = Bytes::from(wire::encode(&result)?);
         match self.layout().results.create(job_id, bytes).await {
             Ok(_) => {}
@@ -421,27 +421,6 @@ impl Client {
             .await
             .during(|| format!("remove job {} from the dead-letter stream", job.id))?;
         Ok(())
-    }
-}
-
-/// The result `cancel` writes for a job that has not started.
-fn cancelled_result(job_id: &str, now: chrono::DateTime<Utc>, message: &str) -> JobResult {
-    JobResult {
-        job_id: job_id.to_string(),
-        status: JobStatus::Cancelled,
-        result: None,
-        error: Some(message.to_string()),
-        error_type: Some(ErrorType::Cancelled),
-        retryable: false,
-        traceback: None,
-        start_time: now,
-        finish_time: now,
-        attempts: 0,
-        worker_id: String::new(),
-        handler_digest: None,
-        usage: Usage::default(),
-        logs: Vec::new(),
-        logs_dropped: 0,
     }
 }
 

@@ -20,6 +20,10 @@ use super::inbox::{Fetched, Inbox, LaneId};
 /// request this often; it bounds nothing else (messages are delivered as they come).
 const PULL_EXPIRES: Duration = Duration::from_secs(10);
 
+/// How long a lane's first pull may stay empty before the lane counts as idle for
+/// the worker's start (see `Inbox::primed`). A backlog answers far sooner.
+const PRIMING_WAIT: Duration = Duration::from_millis(50);
+
 /// Pause after a failed pull (NATS unreachable), doubling up to [`MAX_FETCH_BACKOFF`].
 const FETCH_BACKOFF: Duration = Duration::from_millis(100);
 const MAX_FETCH_BACKOFF: Duration = Duration::from_secs(5);
@@ -92,6 +96,7 @@ pub(super) async fn fetch_lane(
     shutdown: CancellationToken,
 ) {
     let mut backoff = FETCH_BACKOFF;
+    let mut primed = false;
     loop {
         let want = tokio::select! {
             () = shutdown.cancelled() => return,
@@ -118,6 +123,10 @@ pub(super) async fn fetch_lane(
             }
             Err(e) => {
                 inbox.release(id, want);
+                if !primed {
+                    primed = true;
+                    inbox.prime(id);
+                }
                 tracing::warn!(queue = %lane.queue, lane = lane.lane.token(), error = %e, ?backoff, "pull request failed; retrying");
                 tokio::select! {
                     () = shutdown.cancelled() => return,
@@ -128,9 +137,16 @@ pub(super) async fn fetch_lane(
             }
         };
         let mut received = 0;
+        let priming = tokio::time::sleep(PRIMING_WAIT);
+        tokio::pin!(priming);
         loop {
             let next = tokio::select! {
                 () = shutdown.cancelled() => break,
+                () = &mut priming, if !primed => {
+                    primed = true;
+                    inbox.prime(id);
+                    continue;
+                }
                 next = batch.next() => next,
             };
             match next {
@@ -139,6 +155,10 @@ pub(super) async fn fetch_lane(
                     let fetched =
                         Fetched::new(message, Arc::clone(&lane.queue), lane.lane, lane.ack_wait);
                     inbox.push(id, fetched);
+                    if !primed {
+                        primed = true;
+                        inbox.prime(id);
+                    }
                 }
                 Some(Err(e)) => {
                     tracing::debug!(queue = %lane.queue, error = %e, "pull request ended early");

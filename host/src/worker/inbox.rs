@@ -17,6 +17,11 @@ use jobbox::nats::Lane;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
+/// Longest wait for a more urgent lane's refill before a less urgent job runs.
+/// A refill is one round trip to a local server, well under a millisecond; the bound
+/// only matters when another worker took the backlog meanwhile.
+const REFILL_WAIT: Duration = Duration::from_millis(20);
+
 /// A fetched message and where it came from.
 #[derive(Debug)]
 pub(crate) struct Fetched {
@@ -52,6 +57,11 @@ struct LaneBuffer {
     waiting: VecDeque<Fetched>,
     /// Messages asked of the server and not yet received.
     requested: usize,
+    /// Whether the lane's first pull has answered or waited long enough.
+    primed: bool,
+    /// Messages the server said were still pending for the lane when it delivered
+    /// the last one: a refill is on its way.
+    backlog: u64,
 }
 
 #[derive(Debug)]
@@ -72,6 +82,8 @@ pub(crate) struct Inbox {
     arrived: Notify,
     /// Woken when a message leaves, so fetchers may ask for more.
     taken: Notify,
+    /// Woken when a lane's first pull has answered (see [`Inbox::primed`]).
+    primed: Notify,
 }
 
 /// Identifies one lane's buffer in the inbox.
@@ -90,6 +102,7 @@ impl Inbox {
             prefetch: prefetch.max(1),
             arrived: Notify::new(),
             taken: Notify::new(),
+            primed: Notify::new(),
         }
     }
 
@@ -100,6 +113,8 @@ impl Inbox {
             lane,
             waiting: VecDeque::new(),
             requested: 0,
+            primed: false,
+            backlog: 0,
         });
         LaneId(state.lanes.len() - 1)
     }
@@ -134,9 +149,30 @@ impl Inbox {
             let mut state = self.lock();
             let buffer = &mut state.lanes[id.0];
             buffer.requested = buffer.requested.saturating_sub(1);
+            buffer.backlog = fetched.message.info().map_or(0, |i| i.pending);
             buffer.waiting.push_back(fetched);
         }
         self.arrived.notify_one();
+    }
+
+    /// Marks the lane's first pull as answered (a message came, or none did within
+    /// the priming wait).
+    pub fn prime(&self, id: LaneId) {
+        self.lock().lanes[id.0].primed = true;
+        self.primed.notify_waiters();
+    }
+
+    /// Waits until every lane's first pull has answered, so that a worker starting on
+    /// a backlog takes the most urgent job first rather than whichever lane answered
+    /// first.
+    pub async fn primed(&self) {
+        loop {
+            let primed = self.primed.notified();
+            if self.lock().lanes.iter().all(|b| b.primed) {
+                return;
+            }
+            primed.await;
+        }
     }
 
     /// Gives back the credit of a pull request that ended with `unused` messages
@@ -148,9 +184,15 @@ impl Inbox {
     }
 
     /// The next message to run, waiting for one; `None` once closed.
+    ///
+    /// When a more urgent lane is empty here but its refill is on its way (the
+    /// server said more were pending), waits up to [`REFILL_WAIT`] for it rather
+    /// than run a less urgent job first.
     pub async fn next(&self) -> Option<Fetched> {
+        let mut refill_deadline: Option<Instant> = None;
         loop {
             let arrived = self.arrived.notified();
+            let mut wait = None;
             {
                 let mut state = self.lock();
                 if state.closed {
@@ -162,17 +204,33 @@ impl Inbox {
                     .map(|b| (b.lane, b.waiting.len()))
                     .collect();
                 if let Some(index) = pick_lane(&sizes, state.cursor) {
-                    state.cursor = index + 1;
-                    let fetched = state.lanes[index].waiting.pop_front();
-                    drop(state);
-                    self.taken.notify_waiters();
-                    if fetched.is_some() {
-                        return fetched;
+                    let picked = state.lanes[index].lane;
+                    let refill_due = state
+                        .lanes
+                        .iter()
+                        .any(|b| b.lane > picked && b.waiting.is_empty() && b.backlog > 0);
+                    let deadline =
+                        *refill_deadline.get_or_insert_with(|| Instant::now() + REFILL_WAIT);
+                    if refill_due && Instant::now() < deadline {
+                        wait = Some(deadline);
+                    } else {
+                        state.cursor = index + 1;
+                        let fetched = state.lanes[index].waiting.pop_front();
+                        drop(state);
+                        self.taken.notify_waiters();
+                        if fetched.is_some() {
+                            return fetched;
+                        }
+                        continue;
                     }
-                    continue;
                 }
             }
-            arrived.await;
+            match wait {
+                Some(deadline) => {
+                    let _ = tokio::time::timeout_at(deadline, arrived).await;
+                }
+                None => arrived.await,
+            }
         }
     }
 

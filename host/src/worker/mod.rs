@@ -248,6 +248,10 @@ impl Worker {
         tracing::info!(worker_id = %shared.config.worker_id, queues = ?shared.config.queues, concurrency = shared.config.concurrency, prefetch = shared.config.lane_prefetch(), "worker started");
 
         let tracker = TaskTracker::new();
+        tokio::select! {
+            () = inbox.primed() => {}
+            () = shutdown.cancelled() => {}
+        }
         run_loop(&shared, &inbox, &tracker, &shutdown).await;
 
         heartbeat::beat(&shared, jobbox::WorkerState::Stopping, started_at).await;

@@ -225,27 +225,29 @@ fn build_result(
     failure: Option<&Failure>,
     status: JobStatus,
 ) -> JobResult {
-    JobResult {
-        job_id: attempt.job.id.clone(),
-        status,
-        result: outcome.result.as_ref().ok().cloned(),
-        error: failure.map(|f| f.message.clone()),
-        error_type: failure.map(|f| f.error_type),
-        retryable: failure.is_some_and(|f| f.retryable),
-        traceback: failure.and_then(|f| match (&f.trap_code, &f.detail) {
-            (Some(code), Some(detail)) => Some(format!("trap code: {code}\n{detail}")),
-            (Some(code), None) => Some(format!("trap code: {code}")),
-            (None, detail) => detail.clone(),
-        }),
-        start_time: attempt.started_at,
-        finish_time: Utc::now(),
-        attempts: attempt.job.attempt,
-        worker_id: shared.config.worker_id.clone(),
-        handler_digest: attempt.digest.map(str::to_string),
-        usage: outcome.usage,
-        logs: outcome.logs.clone(),
-        logs_dropped: outcome.logs_dropped,
+    let job_id = attempt.job.id.as_str();
+    let mut result = match (&outcome.result, failure) {
+        (Ok(output), _) => JobResult::completed(job_id, output.clone()),
+        (Err(_), Some(f)) => {
+            JobResult::failed(job_id, f.error_type, f.message.clone()).with_retryable(f.retryable)
+        }
+        (Err(f), None) => JobResult::failed(job_id, f.error_type, f.message.clone()),
+    };
+    if let Some(traceback) = failure.and_then(|f| match (&f.trap_code, &f.detail) {
+        (Some(code), Some(detail)) => Some(format!("trap code: {code}\n{detail}")),
+        (Some(code), None) => Some(format!("trap code: {code}")),
+        (None, detail) => detail.clone(),
+    }) {
+        result = result.with_traceback(traceback);
     }
+    result
+        .with_status(status)
+        .with_times(attempt.started_at, Utc::now())
+        .with_attempts(attempt.job.attempt)
+        .with_worker(shared.config.worker_id.as_str())
+        .with_handler_digest(attempt.digest)
+        .with_usage(outcome.usage)
+        .with_logs(outcome.logs.clone(), outcome.logs_dropped)
 }
 
 /// Writes the job's one result with `create`, cutting it down while it is too large

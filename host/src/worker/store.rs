@@ -146,30 +146,16 @@ mod tests {
 
     fn result(output: usize, error: usize) -> JobResult {
         let now = chrono::Utc::now();
-        JobResult {
-            job_id: "j".into(),
-            status: JobStatus::Completed,
-            result: Some(vec![b'x'; output]),
-            error: Some("é".repeat(error / 2)),
-            error_type: None,
-            retryable: false,
-            traceback: Some("t".repeat(100_000)),
-            start_time: now,
-            finish_time: now,
-            attempts: 1,
-            worker_id: "w".into(),
-            handler_digest: None,
-            usage: jobbox::Usage::default(),
-            logs: vec![
-                jobbox::LogEntry {
-                    timestamp: now,
-                    level: jobbox::LogLevel::Info,
-                    message: "l".into(),
-                };
-                3
-            ],
-            logs_dropped: 1,
-        }
+        let line = jobbox::LogEntry {
+            timestamp: now,
+            level: jobbox::LogLevel::Info,
+            message: "l".into(),
+        };
+        let mut r = JobResult::completed("j", vec![b'x'; output])
+            .with_traceback("t".repeat(100_000))
+            .with_logs(vec![line; 3], 1);
+        r.error = Some("é".repeat(error / 2));
+        r
     }
 
     #[test]
