@@ -10,7 +10,7 @@ use clap::{Args, Subcommand};
 use jobbox::HandlerLimits;
 
 use super::{NatsArgs, Output, format, parse_fuel, parse_size};
-use crate::registry::{self, DeployOptions, RollbackOptions, deploy};
+use crate::registry::{self, DeployOptions, RollbackOptions};
 
 /// `jobbox handler …`
 #[derive(Debug, Args)]
@@ -90,6 +90,9 @@ struct DeployArgs {
     /// Who is deploying (default: $USER).
     #[arg(long)]
     deployed_by: Option<String>,
+    /// Longest the component may take to compile before the deploy is refused.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "30s")]
+    compile_timeout: Duration,
 }
 
 pub async fn run(args: HandlerArgs, output: Output) -> anyhow::Result<ExitCode> {
@@ -121,7 +124,13 @@ pub async fn run(args: HandlerArgs, output: Output) -> anyhow::Result<ExitCode> 
                     .deployed_by
                     .or_else(|| std::env::var("USER").ok()),
             };
-            let route = deploy(&client, &deploy_args.job_type, wasm, options)
+            let route = options
+                .deploy_with_compile_timeout(
+                    &client,
+                    &deploy_args.job_type,
+                    wasm,
+                    deploy_args.compile_timeout,
+                )
                 .await
                 .with_context(|| format!("failed to deploy {}", deploy_args.wasm.display()))?;
             match output {

@@ -9,9 +9,12 @@
 //! 3. the bytes are no larger than [`MAX_COMPONENT_BYTES`];
 //! 4. they are a WebAssembly component (not a core module, not precompiled native
 //!    code such as a `.cwasm`, not something else);
-//! 5. the component compiles within the deploy's compile cap
-//!    ([`DEPLOY_COMPILE_TIMEOUT`] by default);
-//! 6. it exports `jobbox:handler/handler@0.1.0`, imports nothing the worker's linker
+//! 5. no core memory's initial size is above the route's memory ceiling (every
+//!    instantiation would fail: [`memory_minimum`]);
+//! 6. the component compiles within the deploy's compile cap
+//!    ([`DEPLOY_COMPILE_TIMEOUT`] by default), and the deploy waits no longer than
+//!    the cap;
+//! 7. it exports `jobbox:handler/handler@0.1.0`, imports nothing the worker's linker
 //!    does not provide, and its `handle` has exactly the type this host calls
 //!    ([`check_handle_signature`]: without it, a component with the right interface
 //!    name but another `handle` would be routed, and fail every job).
@@ -26,16 +29,20 @@ use jobbox::{Client, ClientError, HandlerLimits, JobEvent, JobEventType, Route};
 use wasmtime::component::Component;
 use wasmtime::component::types::ComponentItem;
 
+use super::memory::memory_minimum;
 use crate::sandbox::bindings::{GuestJob, HandlerError};
 use crate::sandbox::limits::HOSTCALL_BYTES;
-use crate::sandbox::{EngineConfig, HANDLER_INTERFACE, LoadError, MAX_COMPONENT_BYTES, Sandbox};
+use crate::sandbox::{
+    EngineConfig, HANDLER_INTERFACE, Handler, LoadError, MAX_COMPONENT_BYTES, Sandbox,
+};
 
 /// Longest a deploy waits for the component to compile before refusing it.
 ///
 /// Compilation is not bounded by wasmtime's security model; with uploads capped at
 /// [`MAX_COMPONENT_BYTES`], 30 s is many times what a legitimate handler takes (a
-/// few hundred ms for a typical Rust handler). Note that the compiler thread cannot
-/// be stopped: a refused compile finishes in the background.
+/// few hundred ms for a typical Rust handler). The compiler thread cannot be
+/// stopped: a refused compile finishes in the background, on a thread of its own that
+/// neither the deploy nor the process's exit waits for.
 pub const DEPLOY_COMPILE_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Bytes a stored result needs besides the handler's output: status, error and
@@ -67,6 +74,22 @@ pub enum DeployError {
     /// The route's limits cannot work (e.g. its results could never be stored).
     #[error("refused: {0}")]
     BadLimits(String),
+    /// A core memory of the component starts larger than the route's memory ceiling,
+    /// so no job could ever instantiate it.
+    #[error(
+        "refused: the component needs {} of linear memory before it runs (a core \
+         memory's initial size), more than the route's memory ceiling of {}; deploy \
+         with --memory {}MiB or more, or make the handler's statics smaller",
+        bytesize::ByteSize(*.needs).display().iec(),
+        bytesize::ByteSize(*.ceiling).display().iec(),
+        .needs.div_ceil(1 << 20)
+    )]
+    MemoryMinimum {
+        /// Bytes the largest core memory needs at instantiation.
+        needs: u64,
+        /// The route's memory ceiling in bytes.
+        ceiling: u64,
+    },
     /// Talking to NATS failed.
     #[error(transparent)]
     Nats(#[from] ClientError),
@@ -147,6 +170,32 @@ fn check_handle_signature(
         .map_err(|e| LoadError::MissingExport(format!("its `handle` is not `{EXPECTED}`: {e:#}")))
 }
 
+/// Compiles `wasm` on a thread of its own and waits at most `cap` for it.
+///
+/// Not tokio's blocking pool: a runtime waits for its blocking tasks when it shuts
+/// down, so a `jobbox handler deploy` refused at the cap would only exit (and a caller
+/// capturing its output would only see the refusal) once the compile finished.
+async fn compile_within(
+    sandbox: &Sandbox,
+    wasm: Arc<[u8]>,
+    cap: Duration,
+) -> Result<Handler, LoadError> {
+    let (done, compiled) = tokio::sync::oneshot::channel();
+    let sandbox = sandbox.clone();
+    std::thread::Builder::new()
+        .name("jobbox-deploy-compile".into())
+        .spawn(move || {
+            // The receiver is gone when the deploy gave up waiting: nothing to tell.
+            let _ = done.send(Handler::compile(&sandbox, &wasm));
+        })
+        .map_err(|e| LoadError::Compile(format!("cannot start a compiler thread: {e}")))?;
+    match tokio::time::timeout(cap, compiled).await {
+        Ok(Ok(result)) => result,
+        Ok(Err(_)) => Err(LoadError::Compile("the compiler thread failed".into())),
+        Err(_) => Err(LoadError::CompileTimeout(cap)),
+    }
+}
+
 impl DeployOptions {
     /// Like [`deploy`], refusing the component if it does not compile within
     /// `compile_timeout` instead of [`DEPLOY_COMPILE_TIMEOUT`].
@@ -183,8 +232,17 @@ impl DeployOptions {
             pooling: false,
         })
         .map_err(DeployError::Sandbox)?;
+        // A parse error is left to the compile step, which names it better.
+        if let Ok(Some(needs)) = memory_minimum(&wasm)
+            && needs > self.limits.memory_bytes
+        {
+            return Err(DeployError::MemoryMinimum {
+                needs,
+                ceiling: self.limits.memory_bytes,
+            });
+        }
         let wasm: Arc<[u8]> = Arc::from(wasm);
-        let handler = sandbox.load(Arc::clone(&wasm), compile_timeout).await?;
+        let handler = compile_within(&sandbox, Arc::clone(&wasm), compile_timeout).await?;
         check_handle_signature(sandbox.engine(), handler.component())?;
         let digest = client.put_handler(&wasm).await?;
         let route = Route {

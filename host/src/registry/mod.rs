@@ -13,6 +13,7 @@
 mod cache;
 mod deploy;
 mod loader;
+mod memory;
 mod versions;
 mod watch;
 
@@ -30,6 +31,7 @@ pub use deploy::{
     max_output_bytes,
 };
 pub use loader::{COMPILE_TIMEOUT, HandlerLoader};
+pub use memory::memory_minimum;
 pub use versions::{
     Rollback, RollbackOptions, RouteVersion, VersionError, current_route, current_routes, history,
     remove, rollback,

@@ -778,7 +778,12 @@ impl Victim {
         let message = error.to_string();
         println!("{case}: {message}");
         assert!(
-            matches!(error, DeployError::Invalid(_) | DeployError::BadLimits(_)),
+            matches!(
+                error,
+                DeployError::Invalid(_)
+                    | DeployError::BadLimits(_)
+                    | DeployError::MemoryMinimum { .. }
+            ),
             "{case}: {error:?}"
         );
         for part in expected {
@@ -920,6 +925,14 @@ async fn refused_deploys_leave_the_route_untouched() {
             &["did not compile within"],
         )
         .await;
+    victim
+        .refuse(
+            "memory minimum over the ceiling",
+            read(guests::BIG_MEMORY_MIN),
+            v2(),
+            &["needs 97.1 MiB", "memory ceiling of 64.0 MiB", "--memory 98MiB"],
+        )
+        .await;
     let unstorable = DeployOptions {
         limits: HandlerLimits {
             output_bytes: 2 << 20,
@@ -943,6 +956,74 @@ async fn refused_deploys_leave_the_route_untouched() {
     assert!(matches!(error, DeployError::BadJobType(_)), "{error:?}");
     victim.assert_untouched("bad job type").await;
     worker.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_memory_minimum_under_the_ceiling_deploys_and_runs() {
+    let wasm = read(guests::BIG_MEMORY_MIN);
+    let needs = jobbox_host::registry::memory_minimum(&wasm)
+        .expect("parses")
+        .expect("has a memory");
+    assert!(needs > 96 << 20 && needs < 128 << 20, "{needs}");
+
+    // What deploy refuses is what the sandbox cannot run, and the other way round.
+    let sandbox = Sandbox::new(EngineConfig {
+        concurrency: 1,
+        max_memory_bytes: 128 << 20,
+        pooling: true,
+    })
+    .expect("sandbox");
+    let handler = sandbox
+        .load(Arc::from(wasm.clone()), Duration::from_secs(60))
+        .await
+        .expect("loads");
+    let job = Job::new("big", Vec::new());
+    for (ceiling, runs) in [(64 << 20, false), (128 << 20, true)] {
+        let limits = HandlerLimits {
+            memory_bytes: ceiling,
+            ..HandlerLimits::default()
+        };
+        let outcome = sandbox
+            .run(&handler, &job, limits, JobControl::default())
+            .await;
+        assert_eq!(
+            outcome.result.is_ok(),
+            runs,
+            "{ceiling}: {:?}",
+            outcome.result
+        );
+        if let Ok(output) = outcome.result {
+            assert_eq!(output, (96u64 << 20).to_string().into_bytes());
+        }
+    }
+
+    let server = NatsServer::start();
+    let client = Client::connect(&server.url()).await.expect("connect");
+    let roomy = DeployOptions {
+        limits: HandlerLimits {
+            memory_bytes: 128 << 20,
+            ..HandlerLimits::default()
+        },
+        ..DeployOptions::default()
+    };
+    let route = deploy(&client, "big", wasm, roomy).await.expect("deploys");
+    assert_eq!(route.limits.memory_bytes, 128 << 20);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_deploy_command_ends_at_its_compile_cap() {
+    let server = NatsServer::start();
+    // The process must exit with the refusal, not once the abandoned compile ends.
+    let out = std::process::Command::new(jobbox_tests::jobbox_bin())
+        .args(["handler", "deploy", "wc", guests::WORD_COUNT])
+        .args(["--compile-timeout", "1us", "--nats-url", &server.url()])
+        .output()
+        .expect("run jobbox");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("did not compile within 1µs"), "{stderr}");
+    let client = Client::connect(&server.url()).await.expect("connect");
+    assert!(client.route("wc").await.expect("read").is_none());
 }
 
 /// Per-run figures, sorted: min, median, max.
