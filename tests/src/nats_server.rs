@@ -14,6 +14,8 @@ pub struct NatsServer {
     child: Option<Child>,
     port: u16,
     store: tempfile::TempDir,
+    /// A config file with server limits, if any (see [`NatsServer::with_max_store`]).
+    config: Option<PathBuf>,
 }
 
 impl NatsServer {
@@ -21,13 +23,29 @@ impl NatsServer {
     ///
     /// The binary is `$TEST_NATS_BIN` or `nats-server` on `PATH`.
     pub fn start() -> Self {
+        Self::start_with(None)
+    }
+
+    /// Like [`NatsServer::start`], with JetStream's file store capped at `bytes` for
+    /// the whole server, so a test can fill it.
+    pub fn with_max_store(bytes: u64) -> Self {
+        Self::start_with(Some(&format!("jetstream {{ max_file_store: {bytes} }}\n")))
+    }
+
+    fn start_with(config: Option<&str>) -> Self {
         let store = tempfile::tempdir().expect("create a temp store directory");
+        let config = config.map(|text| {
+            let path = store.path().join("nats-server.conf");
+            std::fs::write(&path, text).expect("write the server config");
+            path
+        });
         let port = free_port();
-        let child = spawn(port, store.path());
+        let child = spawn(port, &store.path().join("js"), config.as_deref());
         let server = Self {
             child: Some(child),
             port,
             store,
+            config,
         };
         server.wait_ready();
         server
@@ -38,7 +56,7 @@ impl NatsServer {
         format!("nats://127.0.0.1:{}", self.port)
     }
 
-    /// The JetStream store directory.
+    /// The directory holding the JetStream store (and the config file, if any).
     pub fn store_dir(&self) -> &Path {
         self.store.path()
     }
@@ -47,7 +65,11 @@ impl NatsServer {
     /// store, as after a crash.
     pub fn restart(&mut self) {
         self.kill();
-        self.child = Some(spawn(self.port, self.store.path()));
+        self.child = Some(spawn(
+            self.port,
+            &self.store.path().join("js"),
+            self.config.as_deref(),
+        ));
         self.wait_ready();
     }
 
@@ -85,8 +107,12 @@ pub fn nats_server_bin() -> PathBuf {
     std::env::var_os("TEST_NATS_BIN").map_or_else(|| PathBuf::from("nats-server"), PathBuf::from)
 }
 
-fn spawn(port: u16, store: &Path) -> Child {
-    Command::new(nats_server_bin())
+fn spawn(port: u16, store: &Path, config: Option<&Path>) -> Child {
+    let mut command = Command::new(nats_server_bin());
+    if let Some(config) = config {
+        command.arg("-c").arg(config);
+    }
+    command
         .args(["-a", "127.0.0.1", "-p", &port.to_string(), "-js", "-sd"])
         .arg(store)
         .stdout(Stdio::null())

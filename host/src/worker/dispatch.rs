@@ -82,6 +82,13 @@ pub(super) async fn process(shared: &Shared, fetched: Fetched) {
     span.record("job_type", job.job_type.as_str());
     span.record("attempt", job.attempt);
 
+    // Held here already (its message redelivered while this worker still runs or
+    // records it): leave this delivery unacked. The holder's ack ends the message;
+    // were the holder to fail, the delivery comes back after ack_wait.
+    let Some(_held) = shared.held.try_hold(&job.id) else {
+        tracing::debug!("job held by this worker already; delivery left for redelivery");
+        return;
+    };
     let Some(existing) = read_result(shared, &message, &job.id, ack_wait).await else {
         ack(&message, AckKind::Nak(None)).await;
         return;

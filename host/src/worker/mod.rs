@@ -121,6 +121,8 @@ pub(crate) struct Shared {
     pub abort: CancellationToken,
     /// The jobs running now.
     pub running: RunningJobs,
+    /// The jobs whose message this worker holds (admitted, not yet acked).
+    pub held: running::HeldJobs,
     /// Jobs cancelled recently (from the cancellations watch).
     pub cancelled: cancels::RecentCancels,
     /// Publishes events, collecting their acks in the background.
@@ -171,6 +173,7 @@ impl Worker {
                 counters: WorkerCounters::default(),
                 abort: CancellationToken::new(),
                 running: RunningJobs::default(),
+                held: running::HeldJobs::default(),
                 cancelled: cancels::RecentCancels::default(),
                 events,
                 queue_counters: counters::QueueCounters::default(),

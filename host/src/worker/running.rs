@@ -57,3 +57,59 @@ impl Drop for RunningGuard {
         self.jobs.lock().remove(&self.job_id);
     }
 }
+
+/// The jobs this worker holds a message of, from admission until that message is
+/// acked: a second delivery of a held job (a redelivery after a server restart lost
+/// the consumer's state, or a second message with the same id) must not run it again.
+#[derive(Debug, Default, Clone)]
+pub struct HeldJobs {
+    ids: Arc<Mutex<std::collections::HashSet<String>>>,
+}
+
+impl HeldJobs {
+    /// Holds `job_id` until the returned guard is dropped; `None` if it is held
+    /// already.
+    pub fn try_hold(&self, job_id: &str) -> Option<HeldGuard> {
+        let fresh = self
+            .ids
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(job_id.to_string());
+        fresh.then(|| HeldGuard {
+            held: self.clone(),
+            job_id: job_id.to_string(),
+        })
+    }
+}
+
+/// Releases its job from [`HeldJobs`] when dropped.
+#[derive(Debug)]
+pub struct HeldGuard {
+    held: HeldJobs,
+    job_id: String,
+}
+
+impl Drop for HeldGuard {
+    fn drop(&mut self) {
+        self.held
+            .ids
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&self.job_id);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_held_job_cannot_be_held_twice_until_released() {
+        let held = HeldJobs::default();
+        let first = held.try_hold("a").expect("free");
+        assert!(held.try_hold("a").is_none());
+        assert!(held.try_hold("b").is_some());
+        drop(first);
+        assert!(held.try_hold("a").is_some());
+    }
+}

@@ -930,7 +930,11 @@ async fn refused_deploys_leave_the_route_untouched() {
             "memory minimum over the ceiling",
             read(guests::BIG_MEMORY_MIN),
             v2(),
-            &["needs 97.1 MiB", "memory ceiling of 64.0 MiB", "--memory 98MiB"],
+            &[
+                "needs 97.1 MiB",
+                "memory ceiling of 64.0 MiB",
+                "--memory 98MiB",
+            ],
         )
         .await;
     let unstorable = DeployOptions {

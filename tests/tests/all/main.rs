@@ -7,10 +7,12 @@
 //! - `hot_swap`: handler versions, hot swap, rollback, pinning, the compile cache.
 //! - `lifecycle`: retries, dead letters, job state, priorities, delays, cancellation,
 //!   heartbeats, stats, shutdown.
+//! - `faults`: nats-server killed under load, a stalled worker, a full store.
 //! - `poison`: hostile ids, oversized guest errors, reused ids: every message ends.
 //! - `readme`: the README's commands work.
 
 mod bad_input;
+mod faults;
 mod hostile;
 mod hot_swap;
 mod lifecycle;
