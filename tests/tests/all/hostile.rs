@@ -207,7 +207,8 @@ async fn floods_complete_within_their_caps() {
     let reports = result.result_json::<Value>().expect("json")["reports"]
         .as_u64()
         .expect("reports");
-    let events = progress_events(&client, &flood.id).await;
+    let progress = progress_events(&client, &flood.id).await;
+    let events = progress.len() as u64;
     let wall_ms = result.usage.wall_time_us / 1000;
     let allowed = wall_ms / PROGRESS_INTERVAL.as_millis() as u64 + 2;
     println!(
@@ -215,23 +216,31 @@ async fn floods_complete_within_their_caps() {
          (at most {allowed} allowed)"
     );
     assert!(reports > 1_000, "the guest did flood: {reports} reports");
-    assert!(events >= 1, "the last report is always passed on");
+    let last = progress.last().expect("the last report is always passed on");
+    assert_eq!((last.percent, last.step.as_deref()), (100, Some("done")));
     assert!(
         events <= allowed,
         "{events} PROGRESS events for {reports} reports"
     );
+    // A job too short for the keep-alive to look: its one report is still an event.
+    let once = job("progress-flood", &json!({"ms": 0}));
+    let result = run_job(&client, &once).await;
+    assert_eq!(result.status, JobStatus::Completed, "{}", brief(&result));
+    let progress = progress_events(&client, &once.id).await;
+    assert_eq!(progress.len(), 1, "{progress:?}");
+    assert_eq!(progress[0].percent, 100);
     assert_echo_still_works(&client).await;
     worker.stop().await;
 }
 
-/// The number of PROGRESS events of a finished job (read until its final event).
-async fn progress_events(client: &Client, job_id: &str) -> u64 {
+/// The PROGRESS events of a finished job, in order (read until its final event).
+async fn progress_events(client: &Client, job_id: &str) -> Vec<jobbox::JobProgress> {
     let events = client
         .events(Some(QUEUE), Some(job_id), EventsFrom::Start)
         .await
         .expect("follow events");
     let mut events = std::pin::pin!(events);
-    let mut progress = 0;
+    let mut progress = Vec::new();
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
@@ -241,7 +250,7 @@ async fn progress_events(client: &Client, job_id: &str) -> u64 {
             .expect("the stream goes on")
             .expect("an event");
         match event.event_type {
-            JobEventType::Progress => progress += 1,
+            JobEventType::Progress => progress.push(event.progress.expect("a report")),
             JobEventType::Completed | JobEventType::Failed => return progress,
             _ => {}
         }
