@@ -40,7 +40,8 @@ pub(super) struct LaneConsumer {
 /// Creates (or opens) the durable consumer of each lane of `queue`.
 ///
 /// The `ack_wait` used to keep a job alive is the one the consumer has, which may
-/// differ from this worker's setting when another worker created it.
+/// differ from this worker's setting when another worker created it: an existing
+/// consumer is never updated.
 pub(super) async fn open_lanes(shared: &Shared, queue: &str) -> anyhow::Result<Vec<LaneConsumer>> {
     let stream = shared
         .client
@@ -63,20 +64,19 @@ pub(super) async fn open_lanes(shared: &Shared, queue: &str) -> anyhow::Result<V
             max_ack_pending: 10_000,
             ..Default::default()
         };
-        let mut consumer: PullConsumer = match stream.create_consumer(config).await {
-            Ok(consumer) => consumer,
-            // Already there (another worker made it, maybe with other settings).
-            Err(_) => stream
-                .get_consumer(&name)
-                .await
-                .map_err(|e| anyhow::anyhow!("failed to open consumer {name}: {e}"))?,
-        };
+        // An existing consumer is opened as it is, never updated: it is shared by
+        // the fleet, and a worker started with other settings must not change them
+        // under the others' feet.
+        let mut consumer: PullConsumer = stream
+            .get_or_create_consumer(&name, config)
+            .await
+            .map_err(|e| anyhow::anyhow!("failed to open consumer {name}: {e}"))?;
         let ack_wait = match consumer.info().await {
             Ok(info) => info.config.ack_wait,
             Err(_) => consumer.cached_info().config.ack_wait,
         };
         if ack_wait != shared.config.ack_wait {
-            tracing::info!(consumer = %name, ?ack_wait, "the consumer's ack_wait differs from this worker's; keeping jobs alive by the consumer's");
+            tracing::warn!(consumer = %name, consumer_ack_wait = ?ack_wait, worker_ack_wait = ?shared.config.ack_wait, "the existing consumer keeps its ack_wait; jobs are kept alive by it");
         }
         lanes.push(LaneConsumer {
             queue: Arc::from(queue),

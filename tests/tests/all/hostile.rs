@@ -216,7 +216,9 @@ async fn floods_complete_within_their_caps() {
          (at most {allowed} allowed)"
     );
     assert!(reports > 1_000, "the guest did flood: {reports} reports");
-    let last = progress.last().expect("the last report is always passed on");
+    let last = progress
+        .last()
+        .expect("the last report is always passed on");
     assert_eq!((last.percent, last.step.as_deref()), (100, Some("done")));
     assert!(
         events <= allowed,

@@ -223,6 +223,38 @@ async fn a_stalled_worker_cannot_write_a_second_result() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_job_is_kept_alive_by_its_consumers_ack_wait_not_the_workers() {
+    let server = NatsServer::start();
+    let client = Client::connect(&server.url()).await.expect("connect");
+    deploy_guest(&client, "sleepy", guests::TIME_BOMB).await;
+    // The consumer exists with a 2 s ack_wait (made by another worker, say); this
+    // worker is configured with 60 s and must extend the message every 2/3 s anyway.
+    let mut consumer = lane_consumer(&client, "keep", Duration::from_secs(2)).await;
+    let mut config = jobbox_host::worker::WorkerConfig::new(vec!["keep".into()]);
+    config.concurrency = 2;
+    config.ack_wait = Duration::from_secs(60);
+    let worker = RunningWorker::start(&server.url(), config).await;
+    let job = Job::json("sleepy", &json!({"sleep_ms": 5000}))
+        .expect("encodes")
+        .queue("keep");
+    client.enqueue(&job).await.expect("enqueue");
+    let result = wait_result(&client, &job.id, Duration::from_secs(60)).await;
+    assert_eq!(result.status, JobStatus::Completed, "{}", brief(&result));
+    assert_eq!(result.attempts, 1, "redelivered while it ran");
+    let info = consumer.info().await.expect("consumer info");
+    // One delivery in all: it was never redelivered while it ran.
+    assert_eq!(
+        info.config.ack_wait,
+        Duration::from_secs(2),
+        "the consumer kept its settings"
+    );
+    assert_eq!(info.delivered.consumer_sequence, 1, "{info:?}");
+    worker.stop().await;
+    let events = events_of(&client, &job.id).await;
+    assert_eq!(count(&events, JobEventType::Started), 1, "{events:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn higher_priority_jobs_start_first_under_a_backlog() {
     let server = NatsServer::start();
     let client = Client::connect(&server.url()).await.expect("connect");
