@@ -22,6 +22,18 @@ pub enum ClientError {
         /// The underlying error.
         source: Box<dyn std::error::Error + Send + Sync>,
     },
+    /// The JetStream store (the server's or the account's storage limit) is full:
+    /// writes fail until space returns.
+    #[error(
+        "failed to {operation}: the JetStream store is full (free space on the server, or \
+         raise its max_file_store or the account's storage limit)"
+    )]
+    StoreFull {
+        /// What was being done.
+        operation: String,
+        /// The underlying error.
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
     /// A record could not be encoded or decoded.
     #[error(transparent)]
     Wire(#[from] WireError),
@@ -45,11 +57,35 @@ impl ClientError {
         operation: impl Into<String>,
         source: impl std::error::Error + Send + Sync + 'static,
     ) -> Self {
+        let operation = operation.into();
+        if is_store_full(&source) {
+            return Self::StoreFull {
+                operation,
+                source: Box::new(source),
+            };
+        }
         Self::Nats {
-            operation: operation.into(),
+            operation,
             source: Box::new(source),
         }
     }
+}
+
+/// Whether `error`, or an error it was caused by, is JetStream saying its store is
+/// full (`insufficient resources`, or an account's storage limit exceeded).
+pub fn is_store_full(error: &(dyn std::error::Error + 'static)) -> bool {
+    use async_nats::jetstream::ErrorCode;
+    let mut current = Some(error);
+    while let Some(e) = current {
+        if let Some(api) = e.downcast_ref::<async_nats::jetstream::Error>() {
+            return matches!(
+                api.error_code(),
+                ErrorCode::INSUFFICIENT_RESOURCES | ErrorCode::STORAGE_RESOURCES_EXCEEDED
+            );
+        }
+        current = e.source();
+    }
+    false
 }
 
 /// Adds operation context to NATS results.

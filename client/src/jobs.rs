@@ -282,13 +282,21 @@ impl Client {
         for lane in Lane::BY_URGENCY {
             let consumer: Result<consumer::PullConsumer, _> =
                 jobs.get_consumer(&nats::consumer_name(queue, lane)).await;
-            if let Ok(mut consumer) = consumer
-                && let Ok(info) = consumer.info().await
-            {
-                stats.pending += info.num_pending;
-                stats.running += info.num_ack_pending as u64;
+            match consumer {
+                Ok(mut consumer) => {
+                    if let Ok(info) = consumer.info().await {
+                        stats.pending += info.num_pending;
+                        stats.running += info.num_ack_pending as u64;
+                    }
+                }
+                // No worker has served this lane yet: its jobs are all pending.
+                Err(_) => {
+                    stats.pending += messages_on(&jobs, &nats::lane_subject(queue, lane)).await?
+                }
             }
         }
+        // Delayed jobs wait as message schedules until they are due.
+        stats.pending += messages_on(&jobs, &nats::scheduled_subject(queue, ">")).await?;
         let counters = self
             .jetstream()
             .get_stream(nats::STATS_STREAM)
@@ -312,7 +320,7 @@ impl Client {
         Ok(stats)
     }
 
-    /// Every queue that has a consumer or a counter.
+    /// Every queue that has a consumer, a job in the jobs stream or a counter.
     pub async fn queues(&self) -> Result<Vec<String>, ClientError> {
         let jobs = self
             .jetstream()
@@ -325,6 +333,36 @@ impl Client {
             let name = name.during(|| "list consumers".to_string())?;
             if let Some(rest) = name.strip_prefix("jobbox-")
                 && let Some((queue, _lane)) = rest.rsplit_once('-')
+            {
+                queues.insert(queue.to_string());
+            }
+        }
+        // Queues no worker has served yet have jobs but no consumer.
+        let mut subjects = jobs
+            .info_with_subjects(nats::JOBS_SUBJECTS)
+            .await
+            .during(|| "list job subjects".to_string())?;
+        while let Some(subject) = subjects.next().await {
+            let (subject, _count) = subject.during(|| "list job subjects".to_string())?;
+            if let Some(queue) = nats::queue_of_job_subject(&subject) {
+                queues.insert(queue.to_string());
+            }
+        }
+        let counters = self
+            .jetstream()
+            .get_stream(nats::STATS_STREAM)
+            .await
+            .during(|| "open the stats stream".to_string())?;
+        let mut subjects = counters
+            .info_with_subjects(nats::STATS_SUBJECTS)
+            .await
+            .during(|| "list counters".to_string())?;
+        while let Some(subject) = subjects.next().await {
+            let (subject, _count) = subject.during(|| "list counters".to_string())?;
+            if let Some(queue) = subject
+                .strip_prefix("jobbox.stats.")
+                .and_then(|rest| rest.split_once('.'))
+                .map(|(queue, _)| queue)
             {
                 queues.insert(queue.to_string());
             }
@@ -471,4 +509,21 @@ mod tests {
         assert_eq!(parse_counter(br#"{"val":"42"}"#), 42);
         assert_eq!(parse_counter(b"garbage"), 0);
     }
+}
+
+/// How many messages of `stream` are on subjects matching `filter`.
+async fn messages_on(
+    stream: &async_nats::jetstream::stream::Stream,
+    filter: &str,
+) -> Result<u64, ClientError> {
+    let mut subjects = stream
+        .info_with_subjects(filter)
+        .await
+        .during(|| format!("count the messages on {filter}"))?;
+    let mut total = 0u64;
+    while let Some(subject) = subjects.next().await {
+        let (_, count) = subject.during(|| format!("count the messages on {filter}"))?;
+        total += count as u64;
+    }
+    Ok(total)
 }

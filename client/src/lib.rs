@@ -29,7 +29,7 @@ pub mod nats;
 pub mod wire;
 
 pub use client::{Client, ENQUEUE_PIPELINE, Enqueued, EventsFrom, digest_of};
-pub use error::ClientError;
+pub use error::{ClientError, is_store_full};
 pub use jobs::{COUNTERS, CancelOutcome, final_event_id};
 
 pub use model::*;

@@ -99,6 +99,13 @@ pub fn consumer_name(queue: &str, lane: Lane) -> String {
     format!("jobbox-{queue}-{}", lane.token())
 }
 
+/// The queue a subject of the jobs stream belongs to (`jobbox.jobs.<queue>.…`).
+pub fn queue_of_job_subject(subject: &str) -> Option<&str> {
+    let rest = subject.strip_prefix("jobbox.jobs.")?;
+    let (queue, _) = rest.split_once('.')?;
+    (!queue.is_empty()).then_some(queue)
+}
+
 /// Subject an event about `job_id` on `queue` is published on.
 pub fn event_subject(queue: &str, job_id: &str, event: JobEventType) -> String {
     format!("jobbox.events.{queue}.{job_id}.{}", event.as_token())
@@ -152,6 +159,20 @@ pub fn handler_object(digest: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn job_subjects_name_their_queue() {
+        assert_eq!(
+            queue_of_job_subject("jobbox.jobs.emails.normal"),
+            Some("emails")
+        );
+        assert_eq!(
+            queue_of_job_subject("jobbox.jobs.q.scheduled.01ABC"),
+            Some("q")
+        );
+        assert_eq!(queue_of_job_subject("jobbox.jobs..normal"), None);
+        assert_eq!(queue_of_job_subject("jobbox.events.q.x"), None);
+    }
 
     #[test]
     fn subjects_are_built_from_tokens() {

@@ -126,3 +126,35 @@ pub fn spawn_worker_process(url: &str, args: &[&str]) -> std::process::Child {
         .spawn()
         .expect("start a worker process")
 }
+
+/// A child process killed (SIGCONT, then SIGKILL) and reaped when dropped, so a
+/// failing test leaves no process behind, not even a stopped one.
+#[derive(Debug)]
+pub struct KillOnDrop(pub std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("kill")
+            .args(["-CONT", &self.0.id().to_string()])
+            .status();
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Waits up to `timeout` for `child` to exit; `None` if it is still running.
+pub fn wait_exit(
+    child: &mut std::process::Child,
+    timeout: Duration,
+) -> Option<std::process::ExitStatus> {
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        if let Ok(Some(status)) = child.try_wait() {
+            return Some(status);
+        }
+        if std::time::Instant::now() >= deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}

@@ -122,9 +122,14 @@ pub struct Job {
     #[serde(default = "default_attempt")]
     pub attempt: u32,
     /// Run no earlier than this.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "super::timestamp::utc_option"
+    )]
     pub scheduled_at: Option<DateTime<Utc>>,
     /// When the job was created.
+    #[serde(deserialize_with = "super::timestamp::utc")]
     pub created_at: DateTime<Utc>,
     /// Who created the job (free text: user, service, schedule id).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -517,6 +522,19 @@ mod tests {
         assert_eq!(j.scheduled_at, Some(DateTime::<Utc>::MAX_UTC));
         let j = job().timeout(Duration::MAX);
         assert_eq!(j.timeout_ms, Some(u64::MAX));
+    }
+
+    #[test]
+    fn a_wire_job_with_a_naive_timestamp_says_so() {
+        let mut map = serde_json::to_value(job()).expect("to json");
+        map["created_at"] = serde_json::json!("2026-12-02T10:00:00");
+        let bytes = rmp_serde::to_vec_named(&map).expect("encode");
+        let error = crate::wire::decode::<Job>(&bytes).expect_err("refused");
+        assert!(error.to_string().contains("has no UTC offset"), "{error}");
+        map["created_at"] = serde_json::json!("2026-12-02T10:00:00+01:00");
+        let bytes = rmp_serde::to_vec_named(&map).expect("encode");
+        let decoded = crate::wire::decode::<Job>(&bytes).expect("decodes");
+        assert_eq!(decoded.created_at.to_rfc3339(), "2026-12-02T09:00:00+00:00");
     }
 
     #[test]

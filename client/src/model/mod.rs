@@ -17,6 +17,7 @@ pub mod schedule;
 mod spelling;
 pub mod stats;
 pub mod status;
+pub mod timestamp;
 pub mod usage;
 pub mod worker;
 

@@ -240,9 +240,9 @@ pub async fn run(args: BenchArgs, output: Output) -> anyhow::Result<ExitCode> {
         cpu_s_per_1000_nats: cpu_nats,
     };
     match output {
-        Output::Json => println!("{}", serde_json::to_string(&report)?),
+        Output::Json => outln!("{}", serde_json::to_string(&report)?),
         Output::Text => {
-            println!(
+            outln!(
                 "{} jobs ({} completed, {} failed) in {:.2} s with concurrency {}: {:.0} jobs/s",
                 report.jobs,
                 report.completed,
@@ -251,7 +251,7 @@ pub async fn run(args: BenchArgs, output: Output) -> anyhow::Result<ExitCode> {
                 report.concurrency,
                 report.jobs_per_s
             );
-            println!(
+            outln!(
                 "enqueue → result latency: p50 {:.2} ms · p90 {:.2} ms · p99 {:.2} ms · max {:.2} ms",
                 report.latency_ms.p50,
                 report.latency_ms.p90,
@@ -259,7 +259,7 @@ pub async fn run(args: BenchArgs, output: Output) -> anyhow::Result<ExitCode> {
                 report.latency_ms.max
             );
             if let (Some(bench), Some(nats)) = (cpu_bench, cpu_nats) {
-                println!(
+                outln!(
                     "CPU per 1,000 jobs: {bench:.3} s jobbox (worker + enqueuer + watcher) + {nats:.3} s nats-server = {:.3} s",
                     bench + nats
                 );

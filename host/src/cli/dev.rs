@@ -75,8 +75,8 @@ pub async fn run(args: DevArgs) -> anyhow::Result<ExitCode> {
     } else {
         format!(" --nats-url {url}")
     };
-    println!("jobbox dev is running");
-    println!(
+    outln!("jobbox dev is running");
+    outln!(
         "  NATS      {url}{}",
         if local.is_some() {
             " (local nats-server, JetStream in a temp dir)"
@@ -84,18 +84,18 @@ pub async fn run(args: DevArgs) -> anyhow::Result<ExitCode> {
             ""
         }
     );
-    println!("  handlers  {}", deployed.join(", "));
-    println!(
+    outln!("  handlers  {}", deployed.join(", "));
+    outln!(
         "  worker    {} on queue default, {} at a time",
         worker.id(),
         args.concurrency.max(1)
     );
-    println!();
-    println!("Try, in another terminal:");
-    println!("  {exe} enqueue word-count --json '{{\"text\":\"a b a\"}}' --wait{url_flag}");
-    println!("  {exe} events{url_flag}");
-    println!("Ctrl-C stops everything.");
-    println!("ready");
+    outln!();
+    outln!("Try, in another terminal:");
+    outln!("  {exe} enqueue word-count --json '{{\"text\":\"a b a\"}}' --wait{url_flag}");
+    outln!("  {exe} events{url_flag}");
+    outln!("Ctrl-C stops everything.");
+    outln!("ready");
     worker.run(shutdown_on_signal()).await?;
     drop(local);
     Ok(ExitCode::SUCCESS)

@@ -75,11 +75,11 @@ pub async fn enqueue(args: EnqueueArgs, output: Output) -> anyhow::Result<ExitCo
     let enqueued = client.enqueue(&job).await?;
     if !args.wait {
         match output {
-            Output::Json => println!(
+            Output::Json => outln!(
                 "{}",
                 serde_json::json!({"job_id": enqueued.job_id, "sequence": enqueued.sequence, "duplicate": enqueued.duplicate})
             ),
-            Output::Text => println!("{}", enqueued.job_id),
+            Output::Text => outln!("{}", enqueued.job_id),
         }
         return Ok(ExitCode::SUCCESS);
     }
@@ -88,7 +88,7 @@ pub async fn enqueue(args: EnqueueArgs, output: Output) -> anyhow::Result<ExitCo
         .wait_result(&enqueued.job_id, args.wait_timeout)
         .await;
     spinner.finish_and_clear();
-    Ok(print_result(&result?, output))
+    print_result(&result?, output)
 }
 
 /// `--file`: one job per line, all checked first, then enqueued pipelined.
@@ -131,11 +131,11 @@ async fn enqueue_file(
         if output == Output::Text
             && let Ok(done) = outcome
         {
-            println!("{}", done.job_id);
+            outln!("{}", done.job_id);
         }
     }
     match output {
-        Output::Json => println!(
+        Output::Json => outln!(
             "{}",
             serde_json::json!({
                 "enqueued": enqueued,
@@ -187,11 +187,11 @@ pub async fn result(args: ResultArgs, output: Output) -> anyhow::Result<ExitCode
             .await?
             .with_context(|| format!("job {} has no result (yet)", args.job_id))?
     };
-    Ok(print_result(&result, output))
+    print_result(&result, output)
 }
 
 /// Prints a result; the exit code is 0 for COMPLETED, 1 otherwise.
-fn print_result(result: &JobResult, output: Output) -> ExitCode {
+fn print_result(result: &JobResult, output: Output) -> anyhow::Result<ExitCode> {
     match output {
         Output::Json => {
             let mut document = serde_json::to_value(result).unwrap_or_default();
@@ -200,21 +200,21 @@ fn print_result(result: &JobResult, output: Output) -> ExitCode {
             {
                 document["result"] = value;
             }
-            println!("{document}");
+            outln!("{document}");
         }
         Output::Text => {
             if let Some(bytes) = &result.result {
                 match serde_json::from_slice::<serde_json::Value>(bytes) {
-                    Ok(value) => println!(
+                    Ok(value) => outln!(
                         "{}",
                         serde_json::to_string_pretty(&value)
                             .unwrap_or_else(|_| format::payload(bytes))
                     ),
-                    Err(_) => println!("{}", format::payload(bytes)),
+                    Err(_) => outln!("{}", format::payload(bytes)),
                 }
             }
             if result.status != JobStatus::Completed {
-                println!(
+                outln!(
                     "{}: {}: {}",
                     result.status,
                     result.error_type.map(|t| t.as_str()).unwrap_or("error"),
@@ -233,11 +233,11 @@ fn print_result(result: &JobResult, output: Output) -> ExitCode {
             );
         }
     }
-    if result.status == JobStatus::Completed {
+    Ok(if result.status == JobStatus::Completed {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE
-    }
+    })
 }
 
 /// A spinner on stderr while waiting, only when stderr is a terminal.

@@ -67,7 +67,7 @@ pub async fn run(args: EventsArgs, output: Output) -> anyhow::Result<ExitCode> {
         };
         let Some(next) = next else { break };
         let (sequence, event) = next?;
-        print_event(&event, output);
+        print_event(&event, output)?;
         if sequence >= last {
             break;
         }
@@ -75,9 +75,11 @@ pub async fn run(args: EventsArgs, output: Output) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn print_event(event: &JobEvent, output: Output) {
+fn print_event(event: &JobEvent, output: Output) -> std::io::Result<()> {
     match output {
-        Output::Json => println!("{}", serde_json::to_string(event).unwrap_or_default()),
+        Output::Json => {
+            outln!("{}", serde_json::to_string(event).unwrap_or_default());
+        }
         Output::Text => {
             let mut line = format!(
                 "{} {:<16} {:<10} {} {}",
@@ -109,7 +111,8 @@ fn print_event(event: &JobEvent, output: Output) {
             if let Some(usage) = &event.usage {
                 line.push_str(&format!(" [{}]", format::usage(usage)));
             }
-            println!("{line}");
+            outln!("{line}");
         }
     }
+    Ok(())
 }

@@ -134,8 +134,8 @@ pub async fn run(args: HandlerArgs, output: Output) -> anyhow::Result<ExitCode> 
                 .await
                 .with_context(|| format!("failed to deploy {}", deploy_args.wasm.display()))?;
             match output {
-                Output::Json => println!("{}", serde_json::to_string(&route)?),
-                Output::Text => println!(
+                Output::Json => outln!("{}", serde_json::to_string(&route)?),
+                Output::Text => outln!(
                     "deployed {} → {}{} ({})",
                     route.job_type,
                     route.digest,
@@ -151,15 +151,18 @@ pub async fn run(args: HandlerArgs, output: Output) -> anyhow::Result<ExitCode> 
         HandlerCommand::List => {
             let routes = client.routes().await?;
             match output {
-                Output::Json => println!("{}", serde_json::to_string(&routes)?),
-                Output::Text if routes.is_empty() => println!("no handlers deployed"),
+                Output::Json => outln!("{}", serde_json::to_string(&routes)?),
+                Output::Text if routes.is_empty() => outln!("no handlers deployed"),
                 Output::Text => {
-                    println!(
+                    outln!(
                         "{:<24} {:<20} {:<10} {:<9} deployed",
-                        "JOB TYPE", "DIGEST", "VERSION", "SIZE"
+                        "JOB TYPE",
+                        "DIGEST",
+                        "VERSION",
+                        "SIZE"
                     );
                     for route in routes {
-                        println!(
+                        outln!(
                             "{:<24} {:<20} {:<10} {:<9} {}",
                             route.job_type,
                             short_digest(&route.digest),
@@ -186,8 +189,8 @@ pub async fn run(args: HandlerArgs, output: Output) -> anyhow::Result<ExitCode> 
                 .await
                 .with_context(|| format!("failed to roll back {}", rollback_args.job_type))?;
             match output {
-                Output::Json => println!("{}", serde_json::to_string(&done)?),
-                Output::Text => println!(
+                Output::Json => outln!("{}", serde_json::to_string(&done)?),
+                Output::Text => outln!(
                     "rolled back {}: {} → {}",
                     done.route.job_type,
                     done.previous
@@ -202,11 +205,11 @@ pub async fn run(args: HandlerArgs, output: Output) -> anyhow::Result<ExitCode> 
                 .await
                 .with_context(|| format!("failed to remove {}", rm_args.job_type))?;
             match output {
-                Output::Json => println!(
+                Output::Json => outln!(
                     "{}",
                     serde_json::json!({ "job_type": removed.job_type, "removed": removed })
                 ),
-                Output::Text => println!(
+                Output::Text => outln!(
                     "removed the route of {} (was {}); its jobs now retry as unknown_job_type, \
                      then are dead-lettered (`jobbox handler rollback {}` brings it back)",
                     removed.job_type,
@@ -225,18 +228,22 @@ fn print_history(
     output: Output,
 ) -> anyhow::Result<()> {
     match output {
-        Output::Json => println!("{}", serde_json::to_string(versions)?),
-        Output::Text if versions.is_empty() => println!("no deploys of {job_type}"),
+        Output::Json => outln!("{}", serde_json::to_string(versions)?),
+        Output::Text if versions.is_empty() => outln!("no deploys of {job_type}"),
         Output::Text => {
-            println!(
+            outln!(
                 "  {:<9} {:<20} {:<10} {:<9} {:<20} by",
-                "REVISION", "DIGEST", "VERSION", "SIZE", "WRITTEN"
+                "REVISION",
+                "DIGEST",
+                "VERSION",
+                "SIZE",
+                "WRITTEN"
             );
             for version in versions {
                 let mark = if version.current { "*" } else { " " };
                 let written = version.written_at.format("%Y-%m-%d %H:%M:%S");
                 match &version.route {
-                    Some(route) => println!(
+                    Some(route) => outln!(
                         "{mark} {:<9} {:<20} {:<10} {:<9} {:<20} {}",
                         version.revision,
                         short_digest(&route.digest),
@@ -245,14 +252,18 @@ fn print_history(
                         written,
                         route.deployed_by.as_deref().unwrap_or("-"),
                     ),
-                    None => println!(
+                    None => outln!(
                         "{mark} {:<9} {:<20} {:<10} {:<9} {}",
-                        version.revision, "(removed)", "-", "-", written
+                        version.revision,
+                        "(removed)",
+                        "-",
+                        "-",
+                        written
                     ),
                 }
             }
             if !versions.iter().any(|version| version.current) {
-                println!("(no current route: removed)");
+                outln!("(no current route: removed)");
             }
         }
     }

@@ -73,32 +73,34 @@ pub async fn status(args: StatusArgs, output: Output) -> anyhow::Result<ExitCode
         .await?
         .with_context(|| format!("job {} is not known", args.job_id))?;
     match output {
-        Output::Json => println!("{}", serde_json::to_string(&state)?),
+        Output::Json => outln!("{}", serde_json::to_string(&state)?),
         Output::Text => {
-            println!("{} {}", state.job_id, state.status);
-            println!(
+            outln!("{} {}", state.job_id, state.status);
+            outln!(
                 "  queue {} · type {} · attempts {}",
-                state.queue, state.job_type, state.attempts
+                state.queue,
+                state.job_type,
+                state.attempts
             );
-            println!("  created  {}", state.created_at.to_rfc3339());
+            outln!("  created  {}", state.created_at.to_rfc3339());
             if let Some(at) = state.scheduled_at {
-                println!("  due      {}", at.to_rfc3339());
+                outln!("  due      {}", at.to_rfc3339());
             }
             if let Some(at) = state.started_at {
-                println!("  started  {}", at.to_rfc3339());
+                outln!("  started  {}", at.to_rfc3339());
             }
             if let Some(at) = state.finished_at {
-                println!("  finished {}", at.to_rfc3339());
+                outln!("  finished {}", at.to_rfc3339());
             }
-            println!("  updated  {}", state.updated_at.to_rfc3339());
+            outln!("  updated  {}", state.updated_at.to_rfc3339());
             if let Some(worker) = &state.worker_id {
-                println!("  worker   {worker}");
+                outln!("  worker   {worker}");
             }
             if let Some(error) = &state.last_error {
-                println!("  error    {error}");
+                outln!("  error    {error}");
             }
             if state.cancel_requested {
-                println!("  cancellation requested");
+                outln!("  cancellation requested");
             }
         }
     }
@@ -119,8 +121,8 @@ pub async fn cancel(args: CancelArgs, output: Output) -> anyhow::Result<ExitCode
         }
     };
     match output {
-        Output::Json => println!("{}", json!({"job_id": args.job_id, "outcome": word})),
-        Output::Text => println!("{} {word}", args.job_id),
+        Output::Json => outln!("{}", json!({"job_id": args.job_id, "outcome": word})),
+        Output::Text => outln!("{} {word}", args.job_id),
     }
     Ok(code)
 }
@@ -129,15 +131,20 @@ pub async fn workers(args: ListArgs, output: Output) -> anyhow::Result<ExitCode>
     let client = args.nats.connect().await?;
     let workers = client.workers().await?;
     match output {
-        Output::Json => println!("{}", serde_json::to_string(&workers)?),
-        Output::Text if workers.is_empty() => println!("no live workers"),
+        Output::Json => outln!("{}", serde_json::to_string(&workers)?),
+        Output::Text if workers.is_empty() => outln!("no live workers"),
         Output::Text => {
-            println!(
+            outln!(
                 "{:<34} {:<9} {:<16} {:>7} {:>9} {:>7} heartbeat",
-                "WORKER", "STATE", "QUEUES", "RUNNING", "DONE", "FAILED"
+                "WORKER",
+                "STATE",
+                "QUEUES",
+                "RUNNING",
+                "DONE",
+                "FAILED"
             );
             for worker in workers {
-                println!(
+                outln!(
                     "{:<34} {:<9} {:<16} {:>7} {:>9} {:>7} {}",
                     worker.worker_id,
                     worker.state.as_str(),
@@ -148,10 +155,10 @@ pub async fn workers(args: ListArgs, output: Output) -> anyhow::Result<ExitCode>
                     worker.heartbeat_at.format("%H:%M:%S"),
                 );
                 for (job_type, digest) in &worker.handlers {
-                    println!("    {job_type} → {}", super::handler::short_digest(digest));
+                    outln!("    {job_type} → {}", super::handler::short_digest(digest));
                 }
                 if let Some(error) = &worker.last_error {
-                    println!("    ! {error}");
+                    outln!("    ! {error}");
                 }
             }
         }
@@ -166,17 +173,27 @@ pub async fn stats(args: ListArgs, output: Output) -> anyhow::Result<ExitCode> {
         all.push(client.queue_stats(&queue).await?);
     }
     match output {
-        Output::Json => println!("{}", serde_json::to_string(&all)?),
-        Output::Text if all.is_empty() => println!("no queues yet"),
+        Output::Json => outln!("{}", serde_json::to_string(&all)?),
+        Output::Text if all.is_empty() => outln!("no queues yet"),
         Output::Text => {
-            println!(
+            outln!(
                 "{:<20} {:>9} {:>9} {:>11} {:>9} {:>11}",
-                "QUEUE", "PENDING", "RUNNING", "COMPLETED", "FAILED", "DEAD LETTER"
+                "QUEUE",
+                "PENDING",
+                "RUNNING",
+                "COMPLETED",
+                "FAILED",
+                "DEAD LETTER"
             );
             for s in all {
-                println!(
+                outln!(
                     "{:<20} {:>9} {:>9} {:>11} {:>9} {:>11}",
-                    s.queue, s.pending, s.running, s.completed, s.failed, s.dead_letter
+                    s.queue,
+                    s.pending,
+                    s.running,
+                    s.completed,
+                    s.failed,
+                    s.dead_letter
                 );
             }
         }
@@ -195,12 +212,12 @@ pub async fn dlq(args: DlqArgs, output: Output) -> anyhow::Result<ExitCode> {
                         .iter()
                         .map(|(seq, l)| json!({"sequence": seq, "dead_letter": l}))
                         .collect();
-                    println!("{}", serde_json::Value::Array(rows));
+                    outln!("{}", serde_json::Value::Array(rows));
                 }
-                Output::Text if letters.is_empty() => println!("no dead letters"),
+                Output::Text if letters.is_empty() => outln!("no dead letters"),
                 Output::Text => {
                     for (_, letter) in letters {
-                        println!(
+                        outln!(
                             "{} {:<12} {:<16} attempts={} {}: {}",
                             letter.job.id,
                             letter.job.queue,
@@ -229,12 +246,12 @@ pub async fn dlq(args: DlqArgs, output: Output) -> anyhow::Result<ExitCode> {
             for (sequence, letter) in &chosen {
                 client.replay_dead_letter(*sequence, letter).await?;
                 if output == Output::Text {
-                    println!("replayed {}", letter.job.id);
+                    outln!("replayed {}", letter.job.id);
                 }
             }
             if output == Output::Json {
                 let ids: Vec<_> = chosen.iter().map(|(_, l)| l.job.id.clone()).collect();
-                println!("{}", json!({"replayed": ids}));
+                outln!("{}", json!({"replayed": ids}));
             }
         }
     }

@@ -1,5 +1,14 @@
 //! The `jobbox` command line: one module per command.
 
+/// Like `println!`, but a failed write (a closed pipe: `jobbox result … | head`) is an
+/// error returned with `?`, not a panic; `main` ends quietly on a broken pipe.
+macro_rules! outln {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        writeln!(std::io::stdout().lock(), $($arg)*)?
+    }};
+}
+
 mod bench;
 mod dev;
 mod enqueue;
@@ -8,6 +17,7 @@ mod format;
 mod handler;
 mod jobs;
 mod local_nats;
+mod report;
 mod run;
 mod worker;
 
@@ -28,6 +38,10 @@ pub struct Cli {
     /// More log output (repeat for more).
     #[arg(long, short = 'v', global = true, action = clap::ArgAction::Count)]
     pub verbose: u8,
+    /// How to write logs (to stderr): text (coloured only on a terminal) or one JSON
+    /// object per line, for log collectors.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text, env = "JOBBOX_LOG_FORMAT")]
+    pub log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
 }
@@ -38,6 +52,15 @@ pub enum Output {
     /// Human-readable text.
     Text,
     /// JSON, for scripts.
+    Json,
+}
+
+/// Log format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// One line per event for people; ANSI colours only when stderr is a terminal.
+    Text,
+    /// One JSON object per line.
     Json,
 }
 
@@ -126,7 +149,8 @@ pub(crate) fn parse_fuel(text: &str) -> Result<u64, String> {
 }
 
 /// Sets up logging to stderr; `RUST_LOG` overrides the verbosity flags.
-pub fn init_tracing(verbose: u8) {
+pub fn init_tracing(verbose: u8, format: LogFormat) {
+    use std::io::IsTerminal as _;
     let default = match verbose {
         0 => "warn,jobbox_host=info",
         1 => "info",
@@ -135,8 +159,18 @@ pub fn init_tracing(verbose: u8) {
     };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    let _ = tracing_subscriber::fmt()
+    // A log line that cannot be written (stderr closed: `jobbox worker 2>&1 | head`)
+    // is dropped; reporting it would panic on the same closed stream.
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
-        .try_init();
+        .log_internal_errors(false);
+    let _ = match format {
+        LogFormat::Text => builder
+            .with_ansi(std::io::stderr().is_terminal())
+            .try_init(),
+        LogFormat::Json => builder.json().try_init(),
+    };
 }
+
+pub use report::error_line;

@@ -75,8 +75,8 @@ pub async fn run(args: RunArgs, output: Output) -> anyhow::Result<ExitCode> {
         .run(&handler, &job, limits, JobControl::default())
         .await;
     match output {
-        Output::Json => print_json(&outcome, handler.digest()),
-        Output::Text => print_text(&outcome),
+        Output::Json => print_json(&outcome, handler.digest())?,
+        Output::Text => print_text(&outcome)?,
     }
     Ok(if outcome.result.is_ok() {
         ExitCode::SUCCESS
@@ -102,26 +102,26 @@ fn limits(args: &RunArgs) -> HandlerLimits {
     limits
 }
 
-fn print_text(outcome: &RunOutcome) {
+fn print_text(outcome: &RunOutcome) -> std::io::Result<()> {
     match &outcome.result {
-        Ok(bytes) => println!("{}", format::payload(bytes)),
+        Ok(bytes) => outln!("{}", format::payload(bytes)),
         Err(failure) => {
-            println!("failed: {failure}");
+            outln!("failed: {failure}");
             if let Some(code) = &failure.trap_code {
-                println!("trap code: {code}");
+                outln!("trap code: {code}");
             }
             if failure.retryable {
-                println!("retryable: a worker would retry this job");
+                outln!("retryable: a worker would retry this job");
             }
         }
     }
     if !outcome.logs.is_empty() || outcome.logs_dropped > 0 {
-        println!("\nlogs:");
+        outln!("\nlogs:");
         for entry in &outcome.logs {
-            println!("  {}", format::log_line(entry));
+            outln!("  {}", format::log_line(entry));
         }
         if outcome.logs_dropped > 0 {
-            println!(
+            outln!(
                 "  ({} more lines dropped past the log limit)",
                 outcome.logs_dropped
             );
@@ -129,13 +129,14 @@ fn print_text(outcome: &RunOutcome) {
     }
     for (name, bytes) in [("stdout", &outcome.stdout), ("stderr", &outcome.stderr)] {
         if !bytes.is_empty() {
-            println!("\n{name}:\n{}", String::from_utf8_lossy(bytes).trim_end());
+            outln!("\n{name}:\n{}", String::from_utf8_lossy(bytes).trim_end());
         }
     }
-    println!("\nusage: {}", format::usage(&outcome.usage));
+    outln!("\nusage: {}", format::usage(&outcome.usage));
+    Ok(())
 }
 
-fn print_json(outcome: &RunOutcome, digest: &str) {
+fn print_json(outcome: &RunOutcome, digest: &str) -> std::io::Result<()> {
     let output = outcome.result.as_ref().ok().map(|bytes| {
         serde_json::from_slice::<serde_json::Value>(bytes)
             .unwrap_or_else(|_| json!(String::from_utf8_lossy(bytes)))
@@ -160,7 +161,8 @@ fn print_json(outcome: &RunOutcome, digest: &str) {
         "stderr": String::from_utf8_lossy(&outcome.stderr),
         "usage": outcome.usage,
     });
-    println!("{document}");
+    outln!("{document}");
+    Ok(())
 }
 
 #[cfg(test)]

@@ -20,7 +20,7 @@ pub fn classify(
         return Failure::new(ErrorType::MemoryLimit, limit.to_string()).with_detail(detail);
     }
     let Some(trap) = error.downcast_ref::<Trap>() else {
-        return Failure::new(ErrorType::Trap, format!("{error:#}"))
+        return Failure::new(ErrorType::Trap, cause_first(error))
             .with_trap_code("host")
             .with_detail(detail);
     };
@@ -46,6 +46,30 @@ pub fn classify(
                 .with_trap_code(trap_code(*other))
                 .with_detail(detail)
         }
+    }
+}
+
+/// The error's causes without the wasm backtrace (which stays in the detail), so
+/// the message says what went wrong first: `too much data…`, not `error while
+/// executing at wasm backtrace: 0: 0x2f784e …`.
+fn cause_first(error: &wasmtime::Error) -> String {
+    const BACKTRACE: &str = "error while executing at wasm backtrace";
+    let mut message = String::new();
+    for cause in error.chain() {
+        let text = cause.to_string();
+        let text = text.trim();
+        if text.is_empty() || text.starts_with(BACKTRACE) || message.contains(text) {
+            continue;
+        }
+        if !message.is_empty() {
+            message.push_str(": ");
+        }
+        message.push_str(text);
+    }
+    if message.is_empty() {
+        format!("{error}")
+    } else {
+        message
     }
 }
 

@@ -80,17 +80,34 @@ pub(super) async fn beat(shared: &Shared, state: WorkerState, started_at: DateTi
     }
 }
 
-/// Renews the heartbeat every [`HEARTBEAT_INTERVAL`] until `stop`.
+/// Least time between two heartbeats written because the worker went from idle to
+/// busy or back: `jobbox workers` is current within this, at one write per second
+/// at most however often a lightly loaded worker changes.
+pub const STATE_CHANGE_DEBOUNCE: Duration = Duration::from_secs(1);
+
+/// Renews the heartbeat every [`HEARTBEAT_INTERVAL`], and soon after the worker goes
+/// from idle to busy or back, until `stop`.
 pub(super) async fn heartbeat_loop(
     shared: Arc<Shared>,
     started_at: DateTime<Utc>,
     stop: CancellationToken,
 ) {
     let mut ticker = tokio::time::interval(HEARTBEAT_INTERVAL);
+    let mut last_beat = tokio::time::Instant::now();
     loop {
         tokio::select! {
             () = stop.cancelled() => return,
-            _ = ticker.tick() => beat(&shared, WorkerState::Idle, started_at).await,
+            _ = ticker.tick() => {}
+            () = shared.running.idle_or_busy() => {
+                let next = last_beat + STATE_CHANGE_DEBOUNCE;
+                tokio::select! {
+                    () = stop.cancelled() => return,
+                    () = tokio::time::sleep_until(next) => {}
+                }
+                ticker.reset();
+            }
         }
+        beat(&shared, WorkerState::Idle, started_at).await;
+        last_beat = tokio::time::Instant::now();
     }
 }

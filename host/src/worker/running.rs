@@ -10,12 +10,20 @@ use crate::sandbox::CancelFlag;
 #[derive(Debug, Default, Clone)]
 pub struct RunningJobs {
     jobs: Arc<Mutex<HashMap<String, CancelFlag>>>,
+    /// Notified when the worker goes from idle to busy or back.
+    idle_or_busy: Arc<tokio::sync::Notify>,
 }
 
 impl RunningJobs {
     /// Registers a running job until the returned guard is dropped.
     pub fn enter(&self, job_id: &str, cancel: CancelFlag) -> RunningGuard {
-        self.lock().insert(job_id.to_string(), cancel);
+        let mut jobs = self.lock();
+        let was_idle = jobs.is_empty();
+        jobs.insert(job_id.to_string(), cancel);
+        drop(jobs);
+        if was_idle {
+            self.idle_or_busy.notify_one();
+        }
         RunningGuard {
             jobs: self.clone(),
             job_id: job_id.to_string(),
@@ -40,6 +48,12 @@ impl RunningJobs {
         ids
     }
 
+    /// Waits until the worker goes from idle to busy or back (a change since the
+    /// last call counts).
+    pub async fn idle_or_busy(&self) {
+        self.idle_or_busy.notified().await;
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, CancelFlag>> {
         self.jobs.lock().unwrap_or_else(PoisonError::into_inner)
     }
@@ -54,7 +68,13 @@ pub struct RunningGuard {
 
 impl Drop for RunningGuard {
     fn drop(&mut self) {
-        self.jobs.lock().remove(&self.job_id);
+        let mut jobs = self.jobs.lock();
+        jobs.remove(&self.job_id);
+        let idle = jobs.is_empty();
+        drop(jobs);
+        if idle {
+            self.jobs.idle_or_busy.notify_one();
+        }
     }
 }
 

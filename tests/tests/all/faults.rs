@@ -11,7 +11,8 @@ use futures::StreamExt;
 use jobbox::{Client, EventsFrom, Job, JobEvent, JobEventType, JobResult, JobStatus, nats};
 use jobbox_host::worker::{NativeHandlers, WorkerConfig};
 use jobbox_tests::{
-    NatsServer, RunningWorker, brief, deploy_guest, guests, spawn_worker_process, wait_result,
+    KillOnDrop, NatsServer, RunningWorker, brief, deploy_guest, guests, spawn_worker_process,
+    wait_exit, wait_result,
 };
 use serde_json::json;
 
@@ -214,16 +215,16 @@ async fn a_worker_stopped_past_ack_wait_and_resumed_counts_each_job_once() {
     let server = NatsServer::start();
     let client = Client::connect(&server.url()).await.expect("connect");
     deploy_guest(&client, "sleepy", guests::TIME_BOMB).await;
-    let mut stalled = spawn_worker_process(
+    let mut stalled = KillOnDrop(spawn_worker_process(
         &server.url(),
         &["--queue", "stop", "--concurrency", "4", "--ack-wait", "2s"],
-    );
+    ));
     let jobs = sleepy_jobs(JOBS, "stop", 50);
     for outcome in client.enqueue_many(&jobs).await.expect("enqueue") {
         outcome.expect("enqueued");
     }
     until_results(&client, 8, Duration::from_secs(60)).await;
-    let pid = stalled.id().to_string();
+    let pid = stalled.0.id().to_string();
     let signal = |name: &str| {
         let status = std::process::Command::new("kill")
             .args([name, &pid])
@@ -240,8 +241,11 @@ async fn a_worker_stopped_past_ack_wait_and_resumed_counts_each_job_once() {
     let stopped_for = stopped.elapsed();
     signal("-CONT");
     signal("-TERM");
-    let exit = stalled.wait().expect("reap the stalled worker");
-    assert!(exit.success(), "the resumed worker stops cleanly: {exit}");
+    let exit = wait_exit(&mut stalled.0, Duration::from_secs(30));
+    assert!(
+        exit.is_some_and(|status| status.success()),
+        "the resumed worker stops cleanly on SIGTERM: {exit:?}"
+    );
     let survivor_id = survivor.id.clone();
     survivor.stop().await;
 
@@ -311,6 +315,26 @@ async fn a_full_store_holds_jobs_without_rerunning_them_and_they_finish_when_spa
     }
     let refusal = refusal.expect("the store fills up");
     println!("store full: {refusal}");
+
+    // What a user enqueueing now reads: the cause, said once.
+    let enqueue = std::process::Command::new(jobbox_tests::jobbox_bin())
+        .args([
+            "enqueue",
+            "echo",
+            "--json",
+            "{}",
+            "--nats-url",
+            &server.url(),
+        ])
+        .output()
+        .expect("run jobbox enqueue");
+    let stderr = String::from_utf8_lossy(&enqueue.stderr);
+    assert_eq!(enqueue.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("the JetStream store is full"), "{stderr}");
+    assert!(
+        stderr.matches("insufficient resources").count() <= 1,
+        "{stderr}"
+    );
 
     // Runs per job, counted by the handler itself (events cannot be stored either).
     let runs: Arc<Vec<AtomicUsize>> = Arc::new((0..JOBS).map(|_| AtomicUsize::new(0)).collect());

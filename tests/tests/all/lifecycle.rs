@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 use std::process::Command;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use async_nats::jetstream::consumer::{self, PullConsumer};
 use bytes::Bytes;
@@ -400,6 +400,145 @@ async fn cancelled_jobs_end_cancelled_whether_pending_delayed_or_running() {
         client.cancel(&spin.id).await.expect("cancel again"),
         CancelOutcome::AlreadyFinished(JobStatus::Cancelled)
     ));
+    worker.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_queue_no_worker_serves_shows_its_pending_jobs() {
+    let server = NatsServer::start();
+    let client = Client::connect(&server.url()).await.expect("connect");
+    let mut jobs: Vec<Job> = (0..3)
+        .map(|i| Job::new("echo", vec![i]).queue("unserved"))
+        .collect();
+    jobs.push(Job::new("echo", Vec::new()).queue("unserved").priority(9));
+    jobs.push(
+        Job::new("echo", Vec::new())
+            .queue("unserved")
+            .delay(Duration::from_secs(3600)),
+    );
+    for outcome in client.enqueue_many(&jobs).await.expect("enqueue") {
+        outcome.expect("enqueued");
+    }
+    let queues = client.queues().await.expect("queues");
+    assert_eq!(queues, vec!["unserved".to_string()]);
+    let stats = client.queue_stats("unserved").await.expect("stats");
+    assert_eq!((stats.pending, stats.running), (5, 0), "{stats:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn printing_into_a_closed_pipe_ends_quietly() {
+    let server = NatsServer::start();
+    let client = Client::connect(&server.url()).await.expect("connect");
+    deploy_guest(&client, "echo", guests::ECHO).await;
+    let worker = RunningWorker::on(&server.url(), &["pipe"], 2).await;
+    // A result of many lines, read by a reader that is gone (`… | head -0`).
+    let lines: Vec<u32> = (0..20_000).collect();
+    let job = Job::json("echo", &json!({ "lines": lines }))
+        .expect("encodes")
+        .queue("pipe");
+    client.enqueue(&job).await.expect("enqueue");
+    wait_result(&client, &job.id, Duration::from_secs(30)).await;
+    let mut child = Command::new(jobbox_tests::jobbox_bin())
+        .args(["result", &job.id, "--nats-url", &server.url()])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run jobbox result");
+    drop(child.stdout.take());
+    let out = child.wait_with_output().expect("jobbox result ends");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    worker.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logs_to_a_file_have_no_colour_codes_and_can_be_json() {
+    use std::io::BufRead as _;
+    let server = NatsServer::start();
+    for (format, json) in [("text", false), ("json", true)] {
+        let mut child = jobbox_tests::KillOnDrop(
+            Command::new(jobbox_tests::jobbox_bin())
+                .args(["worker", "--queue", "logs", "--log-format", format])
+                .args(["--nats-url", &server.url()])
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .expect("start a worker"),
+        );
+        let stderr = child.0.stderr.take().expect("stderr");
+        let first = std::io::BufReader::new(stderr)
+            .lines()
+            .next()
+            .expect("the worker logs a line")
+            .expect("readable");
+        // Its stderr is closed now: the logs of its shutdown go nowhere, and it
+        // still stops.
+        let _ = Command::new("kill")
+            .args(["-TERM", &child.0.id().to_string()])
+            .status();
+        let exit = jobbox_tests::wait_exit(&mut child.0, Duration::from_secs(30));
+        assert!(
+            exit.is_some_and(|status| status.success()),
+            "{format}: a worker whose stderr is closed stops on SIGTERM: {exit:?}"
+        );
+        assert!(
+            !first.contains('\u{1b}'),
+            "{format}: colour codes: {first:?}"
+        );
+        let parsed = serde_json::from_str::<Value>(&first);
+        assert_eq!(parsed.is_ok(), json, "{format}: {first}");
+        if let Ok(line) = parsed {
+            assert!(
+                line["level"].is_string() && line["fields"].is_object(),
+                "{line}"
+            );
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_reports_busy_and_idle_within_a_heartbeat() {
+    let server = NatsServer::start();
+    let client = Client::connect(&server.url()).await.expect("connect");
+    deploy_guest(&client, "sleepy", guests::TIME_BOMB).await;
+    let worker = RunningWorker::on(&server.url(), &["beat"], 2).await;
+    let job = Job::json("sleepy", &json!({"sleep_ms": 6000}))
+        .expect("encodes")
+        .queue("beat");
+    // Whether the worker's heartbeat lists the job as running (`None`: not listed).
+    let running = || async {
+        let live = client.workers().await.expect("workers");
+        live.iter()
+            .find(|w| w.worker_id == worker.id)
+            .map(|w| w.current_jobs.contains(&job.id))
+    };
+    let until = |busy: bool| async move {
+        while running().await != Some(busy) {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(30), until(false))
+        .await
+        .expect("the worker heartbeats");
+    // Each change shows in less than one heartbeat interval (5 s).
+    let within = jobbox_host::worker::HEARTBEAT_INTERVAL - Duration::from_secs(1);
+    let enqueued = Instant::now();
+    client.enqueue(&job).await.expect("enqueue");
+    tokio::time::timeout(within, until(true))
+        .await
+        .expect("the worker shows the job it runs");
+    let busy_after = enqueued.elapsed();
+    let result = wait_result(&client, &job.id, Duration::from_secs(30)).await;
+    assert_eq!(result.status, JobStatus::Completed, "{}", brief(&result));
+    let finished = Instant::now();
+    tokio::time::timeout(within, until(false))
+        .await
+        .expect("the worker shows itself idle again");
+    println!(
+        "busy shown {busy_after:?} after the enqueue, idle {:?} after the result",
+        finished.elapsed()
+    );
     worker.stop().await;
 }
 
