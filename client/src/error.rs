@@ -1,6 +1,7 @@
 //! Errors of the client: one enum, with the operation that failed as context.
 
 use crate::model::InvalidJob;
+use crate::schedules::InvalidSchedule;
 use crate::wire::WireError;
 
 /// What went wrong talking to NATS on jobbox's behalf.
@@ -28,6 +29,12 @@ pub enum ClientError {
     /// The job was refused before it was sent.
     #[error("invalid job: {0}")]
     InvalidJob(#[from] InvalidJob),
+    /// The schedule was refused before it was stored.
+    #[error("invalid schedule: {0}")]
+    InvalidSchedule(#[from] InvalidSchedule),
+    /// The change conflicts with what is stored (e.g. the id is taken).
+    #[error("conflict: {0}")]
+    Conflict(String),
     /// Waiting for something took longer than allowed.
     #[error("timed out after {0:?} waiting for {1}")]
     Timeout(std::time::Duration, String),
