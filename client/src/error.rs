@@ -28,10 +28,10 @@ pub enum ClientError {
     Wire(#[from] WireError),
     /// The job was refused before it was sent.
     #[error("invalid job: {0}")]
-    InvalidJob(#[from] InvalidJob),
+    InvalidJob(InvalidJob),
     /// The schedule was refused before it was stored.
     #[error("invalid schedule: {0}")]
-    InvalidSchedule(#[from] InvalidSchedule),
+    InvalidSchedule(InvalidSchedule),
     /// The change conflicts with what is stored (e.g. the id is taken).
     #[error("conflict: {0}")]
     Conflict(String),
@@ -44,6 +44,20 @@ pub enum ClientError {
     /// The server's content does not match what was asked for.
     #[error("integrity check failed: {0}")]
     Integrity(String),
+}
+
+// By hand rather than `#[from]`: the message already includes the reason, and a
+// `source` would print it twice in an error chain.
+impl From<InvalidJob> for ClientError {
+    fn from(invalid: InvalidJob) -> Self {
+        Self::InvalidJob(invalid)
+    }
+}
+
+impl From<InvalidSchedule> for ClientError {
+    fn from(invalid: InvalidSchedule) -> Self {
+        Self::InvalidSchedule(invalid)
+    }
 }
 
 impl ClientError {

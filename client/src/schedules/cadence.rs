@@ -109,7 +109,9 @@ impl Cadence {
     /// [`InvalidSchedule::IntervalTooShort`] below [`MIN_INTERVAL_SECONDS`].
     pub fn every(seconds: u64) -> Result<Self, InvalidSchedule> {
         if seconds < MIN_INTERVAL_SECONDS || i64::try_from(seconds).is_err() {
-            return Err(InvalidSchedule::IntervalTooShort(seconds));
+            return Err(InvalidSchedule::IntervalTooShort(
+                std::time::Duration::from_secs(seconds),
+            ));
         }
         Ok(Self::Every { seconds })
     }
@@ -282,7 +284,7 @@ mod tests {
         assert_eq!(every.next_after(at), Some(utc("2026-01-01T00:01:00Z")));
         assert!(matches!(
             Cadence::every(0),
-            Err(InvalidSchedule::IntervalTooShort(0))
+            Err(InvalidSchedule::IntervalTooShort(_))
         ));
     }
 

@@ -61,9 +61,9 @@ pub enum InvalidSchedule {
     /// A time zone was given for an interval schedule.
     #[error("a time zone applies to --cron only; intervals are on a UTC grid")]
     TimeZoneWithoutCron,
-    /// The interval is shorter than one second (seconds, rounded down).
-    #[error("interval of {0} s is under the minimum of 1 s")]
-    IntervalTooShort(u64),
+    /// The interval is shorter than one second.
+    #[error("interval {0:?} is under the minimum of 1s")]
+    IntervalTooShort(Duration),
     /// The interval is not a whole number of seconds.
     #[error("interval {0:?} is not a whole number of seconds")]
     IntervalNotWholeSeconds(Duration),
@@ -78,7 +78,7 @@ pub enum InvalidSchedule {
     CatchUpLimit(u32),
     /// The job template would not make valid jobs.
     #[error("the job template is not valid: {0}")]
-    Job(#[from] InvalidJob),
+    Job(InvalidJob),
     /// The encoded record would be too large for one KV value.
     #[error("the schedule is {size} bytes encoded, more than {max} (a smaller payload fits)")]
     TooLarge {
@@ -90,6 +90,13 @@ pub enum InvalidSchedule {
     /// The record could not be encoded.
     #[error("the schedule cannot be encoded: {0}")]
     Encode(String),
+}
+
+// By hand rather than `#[from]`: the message includes the reason already.
+impl From<InvalidJob> for InvalidSchedule {
+    fn from(invalid: InvalidJob) -> Self {
+        Self::Job(invalid)
+    }
 }
 
 /// How often a new schedule fires, as asked.
@@ -232,7 +239,7 @@ impl ScheduleSpec {
             Asked::Every(interval) => {
                 if interval.subsec_nanos() != 0 {
                     return Err(if interval.as_secs() == 0 {
-                        InvalidSchedule::IntervalTooShort(0)
+                        InvalidSchedule::IntervalTooShort(*interval)
                     } else {
                         InvalidSchedule::IntervalNotWholeSeconds(*interval)
                     });
@@ -332,7 +339,7 @@ mod tests {
         for short in [Duration::ZERO, Duration::from_millis(999)] {
             assert!(matches!(
                 ScheduleSpec::every(short, job()).build(now),
-                Err(InvalidSchedule::IntervalTooShort(0))
+                Err(InvalidSchedule::IntervalTooShort(_))
             ));
         }
         assert!(matches!(
