@@ -9,6 +9,7 @@
 //!   heartbeats, stats, shutdown.
 //! - `poison`: hostile ids, oversized guest errors, reused ids: every message ends.
 //! - `readme`: the README's commands work.
+//! - `schedules`: recurring jobs across a fleet: once per tick, kills, pause, restarts.
 
 mod bad_input;
 mod hostile;
@@ -17,4 +18,5 @@ mod lifecycle;
 mod poison;
 mod readme;
 mod sandbox;
+mod schedules;
 mod worker;
