@@ -14,7 +14,7 @@ use std::time::Duration;
 use async_nats::jetstream::kv::{Entry, Operation};
 use chrono::{DateTime, Utc};
 use futures::StreamExt;
-use jobbox::{Client, FireOutcome, Schedule, wire};
+use jobbox::{Cadence, Client, FireOutcome, Schedule, wire};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
@@ -38,6 +38,10 @@ const RECHECK: Duration = Duration::from_millis(250);
 /// Why: a watch is a consumer on the server; after a server restart or a missed
 /// delete this brings the local view back without relying on the watch noticing.
 const REWATCH_INTERVAL: Duration = Duration::from_secs(30);
+
+/// Pause before this worker tries a schedule again after the fire itself failed
+/// (the server unreachable, say), unless the watch brings a new state first.
+const RETRY_AFTER_ERROR: Duration = Duration::from_secs(1);
 
 /// Pause before watching again after the watch could not be made.
 const REWATCH_DELAY: Duration = Duration::from_secs(1);
@@ -92,6 +96,7 @@ pub(super) async fn run(client: Client, worker_id: String, stop: CancellationTok
 async fn fire_due(client: &Client, worker_id: &str, due: &mut DueTimes) {
     let now = Utc::now();
     for id in due.due_by(now) {
+        let mut recheck = RECHECK;
         match client.fire_schedule(&id, Some(worker_id), now).await {
             Ok(FireOutcome::Fired(jobs)) => {
                 let ids: Vec<&str> = jobs.iter().map(|j| j.job_id.as_str()).collect();
@@ -105,9 +110,12 @@ async fn fire_due(client: &Client, worker_id: &str, due: &mut DueTimes) {
                 tracing::warn!(schedule_id = %id, %error, "schedule could not enqueue; will retry");
             }
             Ok(_) => {}
-            Err(e) => tracing::warn!(schedule_id = %id, error = %e, "schedule fire failed"),
+            Err(e) => {
+                tracing::warn!(schedule_id = %id, error = %e, "schedule fire failed");
+                recheck = RETRY_AFTER_ERROR;
+            }
         }
-        due.recheck_later(&id, now);
+        due.recheck_later(&id, now, recheck);
     }
 }
 
@@ -124,7 +132,7 @@ impl DueTimes {
             self.by_id.remove(&entry.key);
             return;
         }
-        match wire::decode::<Schedule>(&entry.value) {
+        match readable(&entry.value) {
             Ok(schedule) => match schedule.due_at() {
                 Some(at) => {
                     self.by_id.insert(entry.key.clone(), at);
@@ -134,7 +142,7 @@ impl DueTimes {
                 }
             },
             Err(e) => {
-                tracing::warn!(key = %entry.key, error = %e, "unreadable schedule; not firing it");
+                tracing::warn!(key = %entry.key, error = %e, "not firing this schedule");
                 self.by_id.remove(&entry.key);
             }
         }
@@ -157,15 +165,30 @@ impl DueTimes {
         due.into_iter().map(|(_, id)| id.clone()).collect()
     }
 
-    /// Looks at `id` again after [`RECHECK`] unless the watch says otherwise first.
-    fn recheck_later(&mut self, id: &str, now: DateTime<Utc>) {
+    /// Looks at `id` again `after` `now` unless the watch says otherwise first.
+    fn recheck_later(&mut self, id: &str, now: DateTime<Utc>, after: Duration) {
         if let Some(at) = self.by_id.get_mut(id) {
-            let later = now + chrono::TimeDelta::from_std(RECHECK).unwrap_or_default();
+            let later = now + chrono::TimeDelta::from_std(after).unwrap_or_default();
             if *at < later {
                 *at = later;
             }
         }
     }
+}
+
+/// A schedule this worker can fire: decodes, is not from a newer writer (whose
+/// record it must not write back), and has a valid cadence.
+fn readable(bytes: &[u8]) -> Result<Schedule, String> {
+    let version = wire::version_of(bytes).map_err(|e| e.to_string())?;
+    if version > wire::WIRE_VERSION {
+        return Err(format!(
+            "record version {version} is newer than {}; a newer worker fires it",
+            wire::WIRE_VERSION
+        ));
+    }
+    let schedule: Schedule = wire::decode(bytes).map_err(|e| e.to_string())?;
+    Cadence::of(&schedule).map_err(|e| e.to_string())?;
+    Ok(schedule)
 }
 
 /// Sleeps until the wall-clock time `at` (at once if it has passed).
@@ -200,9 +223,27 @@ mod tests {
         due.by_id.insert("c".into(), at(50));
         assert_eq!(due.earliest(), Some(at(5)));
         assert_eq!(due.due_by(at(10)), ["a", "b"]);
-        due.recheck_later("a", at(10));
+        due.recheck_later("a", at(10), RECHECK);
         assert!(due.by_id["a"] > at(10));
         assert_eq!(due.due_by(at(10)), ["b"]);
+    }
+
+    #[test]
+    fn unreadable_and_newer_records_are_not_fired() {
+        let job = jobbox::Job::new("echo", b"{}".to_vec());
+        let schedule = jobbox::ScheduleSpec::every(Duration::from_secs(1), job)
+            .build(Utc::now())
+            .expect("valid");
+        let bytes = wire::encode(&schedule).expect("encodes");
+        assert!(readable(&bytes).is_ok());
+        assert!(readable(b"not a record").is_err());
+        let mut broken = schedule.clone();
+        broken.cron = Some("0 * * * *".into());
+        assert!(readable(&wire::encode(&broken).expect("encodes")).is_err());
+        let mut newer: serde_json::Value = serde_json::to_value(&schedule).expect("json");
+        newer["v"] = serde_json::json!(wire::WIRE_VERSION + 1);
+        let newer = rmp_serde::to_vec_named(&newer).expect("encodes");
+        assert!(readable(&newer).is_err());
     }
 
     #[test]

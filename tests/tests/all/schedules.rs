@@ -506,6 +506,67 @@ async fn a_schedule_survives_restarting_every_worker_and_the_server() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn catch_up_enqueues_the_missed_ticks_and_repeat_finishes() {
+    let server = NatsServer::start();
+    let client = Client::connect(&server.url()).await.expect("connect");
+    deploy_guest(&client, "echo", guests::ECHO).await;
+    // No worker yet: every tick from the first on is missed.
+    let added = client
+        .add_schedule(&every_second("backlog", "backlog").catch_up(10).repeat(4))
+        .await
+        .expect("add");
+    let first = added.next_run_at;
+    let wait = (first + TimeDelta::milliseconds(3_500) - Utc::now())
+        .to_std()
+        .unwrap_or_default();
+    tokio::time::sleep(wait).await;
+    let up_at = Utc::now();
+    let _fleet = Fleet::start(&server.url(), "backlog", 1);
+
+    let mut events = follow(&client).await;
+    let mut seen = Vec::new();
+    triggers_until(&mut events, &mut seen, |seen, _| seen.len() >= 4).await;
+    eprintln!(
+        "catch-up 10, repeat 4, worker up at {}: ticks {:?} fired at {:?}",
+        up_at.to_rfc3339(),
+        ticks(&seen),
+        seen.iter()
+            .map(|t| t.at.format("%H:%M:%S%.3f").to_string())
+            .collect::<Vec<_>>()
+    );
+    let expected: Vec<i64> = (0..4).map(|i| first.timestamp() + i).collect();
+    assert_eq!(
+        ticks(&seen),
+        expected,
+        "the four oldest missed ticks, in order"
+    );
+    assert!(
+        seen.iter().all(|t| t.at >= up_at),
+        "fired once a worker was up"
+    );
+    let finished = async {
+        loop {
+            let schedule = client
+                .schedule("backlog")
+                .await
+                .expect("read")
+                .expect("exists");
+            if schedule.status == ScheduleStatus::Finished {
+                return schedule;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    };
+    let schedule = tokio::time::timeout(PATIENCE, finished)
+        .await
+        .expect("the schedule finishes after its fourth fire");
+    assert_eq!(schedule.fired, 4);
+    assert_eq!(schedule.repeat, Some(0));
+    let job_ids: BTreeSet<String> = seen.iter().map(|t| t.job_id.clone()).collect();
+    assert_each_ran_once(&client, &job_ids).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_ids_and_specs_are_refused_before_nats() {
     let server = NatsServer::start();
     let client = Client::connect(&server.url()).await.expect("connect");
