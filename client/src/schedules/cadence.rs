@@ -44,8 +44,9 @@ const OFFSET_PROBE: TimeDelta = TimeDelta::days(1);
 /// How often a schedule fires.
 #[derive(Debug, Clone)]
 pub enum Cadence {
-    /// A cron expression in a time zone.
-    Cron(CronCadence),
+    /// A cron expression in a time zone (boxed: a parsed expression is a few hundred
+    /// bytes).
+    Cron(Box<CronCadence>),
     /// Every `seconds`, on the grid of multiples of `seconds` since the Unix epoch.
     Every {
         /// The interval in seconds (at least [`MIN_INTERVAL_SECONDS`]).
@@ -95,11 +96,11 @@ impl Cadence {
                 reason: e.to_string(),
             })?;
         let fixed_time = cron.determine_job_type() == croner::JobType::FixedTime;
-        Ok(Self::Cron(CronCadence {
+        Ok(Self::Cron(Box::new(CronCadence {
             cron,
             tz,
             fixed_time,
-        }))
+        })))
     }
 
     /// Every `seconds` seconds.

@@ -27,7 +27,7 @@ pub struct ScheduleArgs {
 #[derive(Debug, Subcommand)]
 enum ScheduleCommand {
     /// Add a schedule: enqueue a job on a cron expression or every interval.
-    Add(AddArgs),
+    Add(Box<AddArgs>),
     /// Every schedule, with its next tick.
     List,
     /// One schedule: its template, its last fires and its next five ticks.

@@ -578,8 +578,7 @@ async fn bad_ids_and_specs_are_refused_before_nats() {
                 refused,
                 Err(ClientError::InvalidSchedule(InvalidSchedule::BadId(_)))
             ),
-            "add {:.20?}: {refused:?}",
-            bad
+            "add {bad:.20?}: {refused:?}"
         );
         for read in [
             client.schedule(bad).await.map(|_| ()),
@@ -593,8 +592,7 @@ async fn bad_ids_and_specs_are_refused_before_nats() {
                     read,
                     Err(ClientError::InvalidSchedule(InvalidSchedule::BadId(_)))
                 ),
-                "{:.20?}: {read:?}",
-                bad
+                "{bad:.20?}: {read:?}"
             );
         }
     }
