@@ -48,7 +48,16 @@ impl Fleet {
     /// Starts one more worker called `id`.
     fn spawn(&mut self, id: &str) {
         let child = Command::new(jobbox_bin())
-            .args(["worker", "--queue", self.queue, "--worker-id", id])
+            // A short ack wait: a job a killed worker was running comes back soon.
+            .args([
+                "worker",
+                "--queue",
+                self.queue,
+                "--worker-id",
+                id,
+                "--ack-wait",
+                "2s",
+            ])
             .arg("--cache-dir")
             .arg(self.cache.path())
             .args(["--nats-url", &self.url])
@@ -274,7 +283,19 @@ async fn three_workers_fire_each_tick_once_for_twenty_seconds() {
         (first..first + seen.len() as i64).collect::<BTreeSet<_>>()
     );
     assert_each_ran_once(&client, &job_ids).await;
-    let stats = client.queue_stats("fleet").await.expect("stats");
+    // Counters are flushed by the workers every 500 ms: wait for them to catch up.
+    let counted = async {
+        loop {
+            let stats = client.queue_stats("fleet").await.expect("stats");
+            if stats.completed >= job_ids.len() as u64 {
+                return stats;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    };
+    let stats = tokio::time::timeout(PATIENCE, counted)
+        .await
+        .expect("the completed counter reaches the jobs");
     assert_eq!(stats.completed, job_ids.len() as u64, "{stats:?}");
     assert_eq!(stats.pending, 0);
     let stored = client
