@@ -204,6 +204,56 @@ mod tests {
     }
 
     #[test]
+    fn a_berlin_cron_fires_at_wall_clock_times_across_both_changes() {
+        // 02:30 every day in Berlin, stepped through March and October 2026 with
+        // injected time: each fire's tick, and the next, as the workers would see them.
+        let job = Job::new("echo", b"{}".to_vec());
+        let utc = |text: &str| {
+            DateTime::parse_from_rfc3339(text)
+                .expect("test time parses")
+                .with_timezone(&Utc)
+        };
+        for (created, expected) in [
+            (
+                "2026-03-27T12:00:00Z",
+                [
+                    "2026-03-28T01:30:00+00:00", // 02:30 CET
+                    "2026-03-29T01:00:00+00:00", // 02:30 does not exist: 03:00 CEST
+                    "2026-03-30T00:30:00+00:00", // 02:30 CEST
+                ],
+            ),
+            (
+                "2026-10-24T12:00:00Z",
+                [
+                    "2026-10-25T00:30:00+00:00", // 02:30 CEST, the first pass
+                    "2026-10-26T01:30:00+00:00", // 02:30 CET (not 01:30 UTC on the 25th)
+                    "2026-10-27T01:30:00+00:00",
+                ],
+            ),
+        ] {
+            let mut schedule = crate::ScheduleSpec::cron("0 30 2 * * *", job.clone())
+                .tz("Europe/Berlin")
+                .id("berlin")
+                .build(utc(created))
+                .expect("valid spec");
+            let cadence = Cadence::of(&schedule).expect("valid cadence");
+            let mut fired = Vec::new();
+            for _ in 0..3 {
+                let now = schedule.next_run_at + chrono::TimeDelta::milliseconds(50);
+                assert_eq!(
+                    plan(&schedule, &cadence, now - chrono::TimeDelta::seconds(1)),
+                    None,
+                    "not due a second early"
+                );
+                let fire = plan(&schedule, &cadence, now).expect("due");
+                fired.push(fire.ticks[0].to_rfc3339());
+                schedule = advanced(&schedule, &fire);
+            }
+            assert_eq!(fired, expected);
+        }
+    }
+
+    #[test]
     fn the_same_revision_plans_the_same_jobs() {
         let (schedule, cadence) = every_ten(100);
         let a = plan(&schedule, &cadence, at(101)).expect("due");

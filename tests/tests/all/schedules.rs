@@ -527,6 +527,55 @@ async fn a_schedule_survives_restarting_every_worker_and_the_server() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ticks_go_on_when_the_server_restarts_under_live_workers() {
+    let mut server = NatsServer::start();
+    let client = Client::connect(&server.url()).await.expect("connect");
+    deploy_guest(&client, "echo", guests::ECHO).await;
+    let _fleet = Fleet::start(&server.url(), "bounce", 2);
+    wait_for_workers(&client, 2).await;
+    client
+        .add_schedule(&every_second("bounce", "bounce"))
+        .await
+        .expect("add");
+    let mut events = follow(&client).await;
+    let mut seen = Vec::new();
+    triggers_until(&mut events, &mut seen, |seen, _| !seen.is_empty()).await;
+    drop(events);
+
+    // The workers stay up and reconnect on their own.
+    server.restart();
+    let back_at = Utc::now();
+    let client = connect_retrying(&server.url()).await;
+    let mut events = follow(&client).await;
+    let mut seen = Vec::new();
+    triggers_until(&mut events, &mut seen, |seen, _| {
+        seen.iter().filter(|t| t.tick > back_at).count() >= 3
+    })
+    .await;
+    let after: Vec<i64> = seen
+        .iter()
+        .filter(|t| t.tick > back_at)
+        .map(|t| t.tick.timestamp())
+        .collect();
+    eprintln!(
+        "server restarted at {}, workers kept running: ticks after {after:?}",
+        back_at.to_rfc3339()
+    );
+    let grid: Vec<i64> = (0..after.len() as i64).map(|i| after[0] + i).collect();
+    assert_eq!(after, grid, "on the 1 s grid after the restart");
+    assert!(
+        seen.iter()
+            .filter(|t| t.tick > back_at)
+            .all(|t| t.at - t.tick <= TimeDelta::seconds(1)),
+        "on time after the restart"
+    );
+    let job_ids: BTreeSet<String> = seen.iter().map(|t| t.job_id.clone()).collect();
+    assert_eq!(job_ids.len(), seen.len(), "a job id was triggered twice");
+    client.pause_schedule("bounce").await.expect("pause");
+    assert_completed(&client, &job_ids).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn catch_up_enqueues_the_missed_ticks_and_repeat_finishes() {
     let server = NatsServer::start();
     let client = Client::connect(&server.url()).await.expect("connect");
