@@ -573,6 +573,12 @@ async fn ticks_go_on_when_the_server_restarts_under_live_workers() {
     assert_eq!(job_ids.len(), seen.len(), "a job id was triggered twice");
     client.pause_schedule("bounce").await.expect("pause");
     assert_completed(&client, &job_ids).await;
+    let mut waits = Vec::new();
+    for trigger in seen.iter().filter(|t| t.tick > back_at) {
+        let result = wait_result(&client, &trigger.job_id, PATIENCE).await;
+        waits.push((result.start_time - trigger.tick).num_milliseconds());
+    }
+    eprintln!("after the restart, tick → job started (ms): {waits:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
