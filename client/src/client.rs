@@ -33,14 +33,14 @@ pub struct Enqueued {
 pub const ENQUEUE_PIPELINE: usize = 1024;
 
 /// Publishes of one enqueue whose acks are still to come.
-struct PendingEnqueue {
+pub(crate) struct PendingEnqueue {
     events: Vec<(JobEventType, jetstream::context::PublishAckFuture)>,
     job_ack: jetstream::context::PublishAckFuture,
 }
 
 impl PendingEnqueue {
     /// Waits until JetStream has stored the events and the job.
-    async fn stored(self, job: &Job) -> Result<Enqueued, ClientError> {
+    pub(crate) async fn stored(self, job: &Job) -> Result<Enqueued, ClientError> {
         for (kind, ack) in self.events {
             ack.await
                 .during(|| format!("record {} for job {}", kind.as_str(), job.id))?;
@@ -163,7 +163,7 @@ impl Client {
     }
 
     /// Sends a job's enqueue events and the job, without waiting for their acks.
-    async fn send_enqueue(&self, job: &Job) -> Result<PendingEnqueue, ClientError> {
+    pub(crate) async fn send_enqueue(&self, job: &Job) -> Result<PendingEnqueue, ClientError> {
         let mut events = Vec::with_capacity(2);
         for (event, id) in crate::jobs::enqueue_events(job) {
             events.push((

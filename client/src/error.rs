@@ -1,6 +1,7 @@
 //! Errors of the client: one enum, with the operation that failed as context.
 
 use crate::model::InvalidJob;
+use crate::schedules::InvalidSchedule;
 use crate::wire::WireError;
 
 /// What went wrong talking to NATS on jobbox's behalf.
@@ -39,7 +40,13 @@ pub enum ClientError {
     Wire(#[from] WireError),
     /// The job was refused before it was sent.
     #[error("invalid job: {0}")]
-    InvalidJob(#[from] InvalidJob),
+    InvalidJob(InvalidJob),
+    /// The schedule was refused before it was stored.
+    #[error("invalid schedule: {0}")]
+    InvalidSchedule(InvalidSchedule),
+    /// The change conflicts with what is stored (e.g. the id is taken).
+    #[error("conflict: {0}")]
+    Conflict(String),
     /// Waiting for something took longer than allowed.
     #[error("timed out after {0:?} waiting for {1}")]
     Timeout(std::time::Duration, String),
@@ -49,6 +56,20 @@ pub enum ClientError {
     /// The server's content does not match what was asked for.
     #[error("integrity check failed: {0}")]
     Integrity(String),
+}
+
+// By hand rather than `#[from]`: the message already includes the reason, and a
+// `source` would print it twice in an error chain.
+impl From<InvalidJob> for ClientError {
+    fn from(invalid: InvalidJob) -> Self {
+        Self::InvalidJob(invalid)
+    }
+}
+
+impl From<InvalidSchedule> for ClientError {
+    fn from(invalid: InvalidSchedule) -> Self {
+        Self::InvalidSchedule(invalid)
+    }
 }
 
 impl ClientError {

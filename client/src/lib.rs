@@ -26,6 +26,7 @@ mod jobs;
 pub mod layout;
 pub mod model;
 pub mod nats;
+pub mod schedules;
 pub mod wire;
 
 pub use client::{Client, ENQUEUE_PIPELINE, Enqueued, EventsFrom, digest_of};
@@ -33,6 +34,9 @@ pub use error::{ClientError, is_store_full};
 pub use jobs::{COUNTERS, CancelOutcome, final_event_id};
 
 pub use model::*;
+pub use schedules::{
+    Cadence, FireOutcome, InvalidSchedule, MAX_SCHEDULE_ID_LEN, ScheduleSpec, is_valid_schedule_id,
+};
 pub use wire::{
     CONTENT_TYPE_JSON, CONTENT_TYPE_MSGPACK, NATS_MAX_PAYLOAD, WIRE_VERSION, WireError, decode,
     encode, version_of,

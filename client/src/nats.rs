@@ -149,6 +149,18 @@ pub fn handler_event_subject(job_type: &str, event: JobEventType) -> String {
     format!("jobbox.events._system.{job_type}.{}", event.as_token())
 }
 
+/// The queue token of schedule events: `jobbox.events._schedules.<schedule_id>.<event>`.
+pub const SCHEDULE_EVENTS_TOKEN: &str = "_schedules";
+
+/// Subject events about a schedule (added, changed, failed, removed) are published on;
+/// they belong to no job, so they use the reserved queue token `_schedules`.
+pub fn schedule_event_subject(schedule_id: &str, event: JobEventType) -> String {
+    format!(
+        "jobbox.events.{SCHEDULE_EVENTS_TOKEN}.{schedule_id}.{}",
+        event.as_token()
+    )
+}
+
 /// Object name of a handler component with `digest` (`sha256:<hex>`).
 ///
 /// Object names avoid `:` so they are valid in every NATS tooling.

@@ -167,6 +167,21 @@ fn schedule() -> Schedule {
         status: ScheduleStatus::Paused,
         last_enqueued_at: Some(ts(0, 0)),
         failure_count: 2,
+        tz: Some("Europe/Berlin".into()),
+        missed: MissedPolicy::CatchUp,
+        catch_up_limit: 3,
+        fired: 7,
+        recent_fires: vec![ScheduleFire {
+            tick: ts(80_000, 0),
+            job_id: "nightly-80000".into(),
+            fired_at: ts(80_000, 5),
+            worker_id: Some("w-1".into()),
+            manual: false,
+        }],
+        last_error: Some("stream full".into()),
+        retry_at: Some(ts(80_002, 0)),
+        created_at: Some(ts(0, 0)),
+        updated_at: Some(ts(1, 0)),
     }
 }
 
@@ -287,7 +302,10 @@ fn enum_wire_names() {
     for v in LogLevel::ALL {
         wire_name(v, v.as_str());
     }
-    for v in [ScheduleStatus::Active, ScheduleStatus::Paused] {
+    for v in ScheduleStatus::ALL {
+        wire_name(v, v.as_str());
+    }
+    for v in MissedPolicy::ALL {
         wire_name(v, v.as_str());
     }
     // Case matters: another case is another (unknown) spelling, not the known one.

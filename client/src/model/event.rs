@@ -33,14 +33,22 @@ wire_enum! {
         DeadLettered = "DEAD_LETTERED",
         /// The job was cancelled.
         Cancelled = "CANCELLED",
-        /// The job was accepted with a future `scheduled_at`.
+        /// The job was accepted with a future `scheduled_at`; or, on a schedule's
+        /// subject (`jobbox.events._schedules.<id>.scheduled`), a schedule was added or
+        /// changed (`details.change`: `added`, `paused`, `resumed`).
         Scheduled = "SCHEDULED",
-        /// A schedule fired and enqueued this job.
+        /// A schedule fired and enqueued this job (`details.schedule_id`,
+        /// `details.tick`).
         ScheduleTriggered = "SCHEDULE_TRIGGERED",
         /// A new handler version was deployed for a job type.
         HandlerDeployed = "HANDLER_DEPLOYED",
         /// A worker swapped to a new handler version for a job type.
         HandlerSwapped = "HANDLER_SWAPPED",
+        /// A schedule could not enqueue the job of a due tick (`error_message`); it
+        /// tries again after a backoff. On the schedule's subject.
+        ScheduleFailed = "SCHEDULE_FAILED",
+        /// A schedule was removed. On the schedule's subject.
+        ScheduleRemoved = "SCHEDULE_REMOVED",
     }
 }
 
@@ -63,6 +71,8 @@ impl JobEventType {
             Self::ScheduleTriggered => "schedule_triggered",
             Self::HandlerDeployed => "handler_deployed",
             Self::HandlerSwapped => "handler_swapped",
+            Self::ScheduleFailed => "schedule_failed",
+            Self::ScheduleRemoved => "schedule_removed",
             Self::Other(s) => {
                 let token: String = s
                     .chars()
@@ -203,6 +213,18 @@ impl JobEvent {
             delay_ms: None,
             progress: None,
         }
+    }
+
+    /// An event about a schedule rather than a job (SCHEDULED, SCHEDULE_FAILED,
+    /// SCHEDULE_REMOVED): `job_id` is empty, `queue` and `job_type` are the template's,
+    /// `details.schedule_id` names the schedule.
+    #[must_use]
+    pub fn schedule(event_type: JobEventType, schedule: &crate::model::Schedule) -> Self {
+        let mut event = Self::handler(event_type, schedule.job.job_type.clone(), String::new())
+            .with_detail("schedule_id", schedule.id.clone());
+        event.handler_digest = None;
+        event.queue.clone_from(&schedule.job.queue);
+        event
     }
 
     /// Sets the reporting worker.

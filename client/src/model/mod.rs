@@ -36,7 +36,10 @@ pub use limits::{
 pub use progress::{JobProgress, LogEntry, LogLevel};
 pub use result::JobResult;
 pub use route::{DIGEST_PREFIX, Route, is_valid_digest};
-pub use schedule::{Schedule, ScheduleStatus};
+pub use schedule::{
+    DEFAULT_CATCH_UP_LIMIT, MAX_CATCH_UP_LIMIT, MissedPolicy, RECENT_FIRES, Schedule, ScheduleFire,
+    ScheduleStatus,
+};
 pub use stats::QueueStats;
 pub use status::{JobState, JobStatus};
 pub use usage::Usage;

@@ -19,6 +19,7 @@ mod jobs;
 mod local_nats;
 mod report;
 mod run;
+mod schedule;
 mod worker;
 
 use std::process::ExitCode;
@@ -103,6 +104,8 @@ enum Command {
     Stats(jobs::ListArgs),
     /// The dead-letter queue: list and replay.
     Dlq(jobs::DlqArgs),
+    /// Recurring jobs: add, list, show, pause, resume, rm, trigger.
+    Schedule(schedule::ScheduleArgs),
     /// Run a handler once, locally, without NATS: try a handler before deploying it.
     Run(run::RunArgs),
     /// Measure throughput and latency of echo jobs through a real worker.
@@ -125,6 +128,7 @@ impl Cli {
             Command::Workers(args) => jobs::workers(args, output).await,
             Command::Stats(args) => jobs::stats(args, output).await,
             Command::Dlq(args) => jobs::dlq(args, output).await,
+            Command::Schedule(args) => schedule::run(args, output).await,
             Command::Run(args) => run::run(args, output).await,
             Command::Bench(args) => bench::run(args, output).await,
         }

@@ -13,6 +13,7 @@ mod inbox;
 mod native;
 mod record;
 mod running;
+mod scheduler;
 mod store;
 mod verdict;
 
@@ -34,6 +35,7 @@ pub use counters::FLUSH_INTERVAL;
 pub use heartbeat::HEARTBEAT_INTERVAL;
 pub use native::{NATIVE_DIGEST, NativeFn, NativeHandlers, echo as native_echo};
 pub use running::RunningJobs;
+pub use scheduler::FIRE_JITTER;
 pub use store::MAX_ERROR_BYTES;
 pub use verdict::{Verdict, decide};
 
@@ -208,6 +210,12 @@ impl Worker {
         let background = CancellationToken::new();
         tokio::spawn(cancels::watch_cancellations(
             Arc::clone(&shared),
+            background.clone(),
+        ));
+        // Recurring jobs: any live worker fires a due tick (see worker/scheduler.rs).
+        tokio::spawn(scheduler::run(
+            shared.client.clone(),
+            shared.config.worker_id.clone(),
             background.clone(),
         ));
         let counters = {

@@ -10,6 +10,7 @@
 //! - `faults`: nats-server killed under load, a stalled worker, a full store.
 //! - `poison`: hostile ids, oversized guest errors, reused ids: every message ends.
 //! - `readme`: the README's commands work.
+//! - `schedules`: recurring jobs across a fleet: once per tick, kills, pause, restarts.
 
 mod bad_input;
 mod faults;
@@ -19,4 +20,5 @@ mod lifecycle;
 mod poison;
 mod readme;
 mod sandbox;
+mod schedules;
 mod worker;
