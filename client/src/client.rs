@@ -75,6 +75,8 @@ pub struct Client {
     nats: async_nats::Client,
     js: jetstream::Context,
     layout: Layout,
+    /// How many times the connection was established again after a loss.
+    reconnects: tokio::sync::watch::Receiver<u64>,
 }
 
 impl Client {
@@ -92,23 +94,53 @@ impl Client {
     /// # Ok(()) }
     /// ```
     pub async fn connect(url: &str) -> Result<Self, ClientError> {
+        let (connected, reconnects) = tokio::sync::watch::channel(0u64);
         let nats = async_nats::ConnectOptions::new()
             .name("jobbox")
             .connection_timeout(Duration::from_secs(5))
+            .event_callback(move |event| {
+                let connected = connected.clone();
+                async move {
+                    if matches!(event, async_nats::Event::Connected) {
+                        connected.send_modify(|n| *n += 1);
+                    }
+                }
+            })
             .connect(url)
             .await
             .map_err(|source| ClientError::Connect {
                 url: url.to_string(),
                 source,
             })?;
-        Self::from_nats(nats).await
+        Self::with_reconnects(nats, reconnects).await
     }
 
-    /// Uses an existing NATS connection.
+    /// Uses an existing NATS connection. [`Client::reconnects`] never changes for
+    /// a client made this way.
     pub async fn from_nats(nats: async_nats::Client) -> Result<Self, ClientError> {
+        let (_, reconnects) = tokio::sync::watch::channel(0u64);
+        Self::with_reconnects(nats, reconnects).await
+    }
+
+    async fn with_reconnects(
+        nats: async_nats::Client,
+        reconnects: tokio::sync::watch::Receiver<u64>,
+    ) -> Result<Self, ClientError> {
         let js = jetstream::new(nats.clone());
         let layout = layout::ensure(&js).await?;
-        Ok(Self { nats, js, layout })
+        Ok(Self {
+            nats,
+            js,
+            layout,
+            reconnects,
+        })
+    }
+
+    /// Changes each time the connection is established again after it was lost:
+    /// what was pending on the server side of the old connection (pull requests, for
+    /// one) may be gone and should be asked for again.
+    pub fn reconnects(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.reconnects.clone()
     }
 
     /// The NATS connection.

@@ -110,17 +110,17 @@ pub async fn run(args: ScheduleArgs, output: Output) -> anyhow::Result<ExitCode>
             let spec = spec(&add)?;
             spec.build(Utc::now())?;
             let schedule = nats.connect().await?.add_schedule(&spec).await?;
-            print_one(&schedule, output, false);
+            print_one(&schedule, output, false)?;
         }
         ScheduleCommand::List => {
             let schedules = nats.connect().await?.schedules().await?;
             match output {
                 Output::Json => {
                     let all: Vec<Value> = schedules.iter().map(|s| document(s, false)).collect();
-                    println!("{}", Value::Array(all));
+                    outln!("{}", Value::Array(all));
                 }
-                Output::Text if schedules.is_empty() => println!("no schedules"),
-                Output::Text => print_table(&schedules),
+                Output::Text if schedules.is_empty() => outln!("no schedules"),
+                Output::Text => print_table(&schedules)?,
             }
         }
         ScheduleCommand::Show { id } => {
@@ -130,31 +130,31 @@ pub async fn run(args: ScheduleArgs, output: Output) -> anyhow::Result<ExitCode>
                 .schedule(&id)
                 .await?
                 .with_context(|| format!("schedule {id} does not exist"))?;
-            print_one(&schedule, output, true);
+            print_one(&schedule, output, true)?;
         }
         ScheduleCommand::Pause { id } => {
             let schedule = nats.connect().await?.pause_schedule(&id).await?;
-            print_one(&schedule, output, false);
+            print_one(&schedule, output, false)?;
         }
         ScheduleCommand::Resume { id } => {
             let schedule = nats.connect().await?.resume_schedule(&id).await?;
-            print_one(&schedule, output, false);
+            print_one(&schedule, output, false)?;
         }
         ScheduleCommand::Rm { id } => {
             nats.connect().await?.delete_schedule(&id).await?;
             match output {
-                Output::Json => println!("{}", json!({"id": id, "removed": true})),
-                Output::Text => println!("{id} removed"),
+                Output::Json => outln!("{}", json!({"id": id, "removed": true})),
+                Output::Text => outln!("{id} removed"),
             }
         }
         ScheduleCommand::Trigger { id } => {
             let enqueued = nats.connect().await?.trigger_schedule(&id).await?;
             match output {
-                Output::Json => println!(
+                Output::Json => outln!(
                     "{}",
                     json!({"id": id, "job_id": enqueued.job_id, "sequence": enqueued.sequence})
                 ),
-                Output::Text => println!("{}", enqueued.job_id),
+                Output::Text => outln!("{}", enqueued.job_id),
             }
         }
     }
@@ -255,28 +255,30 @@ fn document(schedule: &Schedule, with_ahead: bool) -> Value {
     document
 }
 
-fn print_one(schedule: &Schedule, output: Output, detailed: bool) {
+fn print_one(schedule: &Schedule, output: Output, detailed: bool) -> std::io::Result<()> {
     if output == Output::Json {
-        println!("{}", document(schedule, detailed));
-        return;
+        outln!("{}", document(schedule, detailed));
+        return Ok(());
     }
-    println!(
+    outln!(
         "{} {} · {}",
         schedule.id,
         schedule.status,
         cadence_text(schedule)
     );
-    println!(
+    outln!(
         "  job      {} on queue {} (priority {})",
-        schedule.job.job_type, schedule.job.queue, schedule.job.priority
+        schedule.job.job_type,
+        schedule.job.queue,
+        schedule.job.priority
     );
     if schedule.status == jobbox::ScheduleStatus::Active {
-        println!("  next     {}", schedule.next_run_at.to_rfc3339());
+        outln!("  next     {}", schedule.next_run_at.to_rfc3339());
     }
     if let Some(repeat) = schedule.repeat {
-        println!("  left     {repeat} fire(s)");
+        outln!("  left     {repeat} fire(s)");
     }
-    println!(
+    outln!(
         "  missed   {}",
         if schedule.missed == jobbox::MissedPolicy::CatchUp {
             format!("catch up (at most {})", schedule.catch_up_limit)
@@ -284,21 +286,21 @@ fn print_one(schedule: &Schedule, output: Output, detailed: bool) {
             "skip".to_string()
         }
     );
-    println!("  fired    {} job(s)", schedule.fired);
+    outln!("  fired    {} job(s)", schedule.fired);
     if schedule.failure_count > 0 {
-        println!(
+        outln!(
             "  failing  {} time(s): {}",
             schedule.failure_count,
             schedule.last_error.as_deref().unwrap_or("")
         );
     }
     if !detailed {
-        return;
+        return Ok(());
     }
     if !schedule.recent_fires.is_empty() {
-        println!("  last fires:");
+        outln!("  last fires:");
         for fire in schedule.recent_fires.iter().rev() {
-            println!(
+            outln!(
                 "    {}  {}{}{}",
                 fire.tick.to_rfc3339(),
                 fire.job_id,
@@ -312,17 +314,23 @@ fn print_one(schedule: &Schedule, output: Output, detailed: bool) {
     }
     let ahead = ahead(schedule);
     if !ahead.is_empty() {
-        println!("  next {}:", ahead.len());
+        outln!("  next {}:", ahead.len());
         for tick in ahead {
-            println!("    {}", tick.to_rfc3339());
+            outln!("    {}", tick.to_rfc3339());
         }
     }
+    Ok(())
 }
 
-fn print_table(schedules: &[Schedule]) {
-    println!(
+fn print_table(schedules: &[Schedule]) -> std::io::Result<()> {
+    outln!(
         "{:<24} {:<8} {:<32} {:<20} {:<26} {:>7}",
-        "ID", "STATUS", "CADENCE", "JOB", "NEXT", "FIRED"
+        "ID",
+        "STATUS",
+        "CADENCE",
+        "JOB",
+        "NEXT",
+        "FIRED"
     );
     for schedule in schedules {
         let next = if schedule.status == jobbox::ScheduleStatus::Active {
@@ -330,7 +338,7 @@ fn print_table(schedules: &[Schedule]) {
         } else {
             "-".to_string()
         };
-        println!(
+        outln!(
             "{:<24} {:<8} {:<32} {:<20} {:<26} {:>7}",
             schedule.id,
             schedule.status,
@@ -340,4 +348,5 @@ fn print_table(schedules: &[Schedule]) {
             schedule.fired
         );
     }
+    Ok(())
 }

@@ -35,6 +35,8 @@ pub(super) struct LaneConsumer {
     pub lane: Lane,
     pub consumer: PullConsumer,
     pub ack_wait: Duration,
+    /// Changes when the worker's connection is established again.
+    pub reconnects: tokio::sync::watch::Receiver<u64>,
 }
 
 /// Creates (or opens) the durable consumer of each lane of `queue`.
@@ -83,6 +85,7 @@ pub(super) async fn open_lanes(shared: &Shared, queue: &str) -> anyhow::Result<V
             lane,
             consumer,
             ack_wait,
+            reconnects: shared.client.reconnects(),
         });
     }
     Ok(lanes)
@@ -97,6 +100,7 @@ pub(super) async fn fetch_lane(
 ) {
     let mut backoff = FETCH_BACKOFF;
     let mut primed = false;
+    let mut reconnects = lane.reconnects.clone();
     loop {
         let want = tokio::select! {
             () = shutdown.cancelled() => return,
@@ -148,6 +152,12 @@ pub(super) async fn fetch_lane(
                     continue;
                 }
                 next = batch.next() => next,
+                // A pull request open when the connection dropped may be gone with
+                // the server that held it: ask again now rather than when it expires.
+                Ok(()) = reconnects.changed() => {
+                    tracing::info!(queue = %lane.queue, lane = lane.lane.token(), "reconnected; pulling again");
+                    break;
+                }
             };
             match next {
                 Some(Ok(message)) => {
