@@ -291,7 +291,7 @@ impl Client {
                 }
                 // No worker has served this lane yet: its jobs are all pending.
                 Err(_) => {
-                    stats.pending += messages_on(&jobs, &nats::lane_subject(queue, lane)).await?
+                    stats.pending += messages_on(&jobs, &nats::lane_subject(queue, lane)).await?;
                 }
             }
         }
@@ -500,17 +500,6 @@ impl Client {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn counter_values_parse() {
-        assert_eq!(parse_counter(br#"{"val":"42"}"#), 42);
-        assert_eq!(parse_counter(b"garbage"), 0);
-    }
-}
-
 /// How many messages of `stream` are on subjects matching `filter`.
 async fn messages_on(
     stream: &async_nats::jetstream::stream::Stream,
@@ -526,4 +515,15 @@ async fn messages_on(
         total += count as u64;
     }
     Ok(total)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counter_values_parse() {
+        assert_eq!(parse_counter(br#"{"val":"42"}"#), 42);
+        assert_eq!(parse_counter(b"garbage"), 0);
+    }
 }

@@ -383,7 +383,7 @@ async fn a_full_store_holds_jobs_without_rerunning_them_and_they_finish_when_spa
     let recovered = freed.elapsed();
     let per_job: Vec<usize> = runs.iter().map(|r| r.load(Ordering::SeqCst)).collect();
     assert!(
-        per_job.iter().all(|&n| n >= 1 && n <= 2),
+        per_job.iter().all(|n| (1..=2).contains(n)),
         "runs per job: {per_job:?}"
     );
     println!(
