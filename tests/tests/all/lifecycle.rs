@@ -273,7 +273,13 @@ async fn higher_priority_jobs_start_first_under_a_backlog() {
     for outcome in client.enqueue_many(&jobs).await.expect("enqueue") {
         outcome.expect("enqueued");
     }
-    let worker = RunningWorker::on(&server.url(), &["prio"], 1).await;
+    // Prefetch holds the whole backlog, so the order is the inbox's pick alone, not
+    // also how fast each lane's refill comes back under load (a less urgent job may
+    // run when a more urgent lane's refill takes over 20 ms: the bounded wait).
+    let mut config = jobbox_host::worker::WorkerConfig::new(vec!["prio".into()]);
+    config.concurrency = 1;
+    config.prefetch = Some(32);
+    let worker = RunningWorker::start(&server.url(), config).await;
     let mut started: Vec<(chrono::DateTime<Utc>, u8)> = Vec::new();
     for job in &jobs {
         let result = wait_result(&client, &job.id, Duration::from_secs(60)).await;
