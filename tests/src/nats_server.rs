@@ -32,6 +32,13 @@ impl NatsServer {
         Self::start_with(Some(&format!("jetstream {{ max_file_store: {bytes} }}\n")))
     }
 
+    /// Like [`NatsServer::start`], with every JetStream write synced to disk before it
+    /// is acknowledged (`sync_interval: always`), so a kill -9 loses nothing the
+    /// server has acked: what a crash test of the worker needs.
+    pub fn with_sync_always() -> Self {
+        Self::start_with(Some("jetstream { sync_interval: always }\n"))
+    }
+
     fn start_with(config: Option<&str>) -> Self {
         let store = tempfile::tempdir().expect("create a temp store directory");
         let config = config.map(|text| {

@@ -1,8 +1,10 @@
 //! Publishing job events without waiting on each: a publish goes out at once, in
 //! order on the worker's connection, and its ack is collected by a background task.
 //!
-//! The result is the record of truth and the one write a job's ack waits for; events
-//! follow it. A failed event is logged (at most once a second), never retried.
+//! The result is the record of truth; events follow it. A failed event is logged (at
+//! most once a second), never retried, except the terminal event: the job's ack waits
+//! for it ([`EventSink::publish_stored`]), so a lost one is published again by the
+//! redelivery.
 
 use std::time::Duration;
 
@@ -54,6 +56,27 @@ impl EventSink {
                 }
             }
             Err(e) => tracing::warn!(event = kind, error = %e, "failed to publish an event"),
+        }
+    }
+}
+
+impl EventSink {
+    /// Publishes `event` with `Nats-Msg-Id` = `id` and waits until it is stored;
+    /// returns whether it was. For the terminal event, which the job's ack waits
+    /// for: an ack sent after an event lost in a server crash would lose it for good,
+    /// while a message left unacked comes back and publishes it again (same id).
+    pub async fn publish_stored(&self, event: &JobEvent, id: &str) -> bool {
+        let kind = event.event_type.as_str();
+        let stored = match self.client.publish_event_with_id(event, id).await {
+            Ok(ack) => ack.await.map(|_| ()).map_err(|e| e.to_string()),
+            Err(e) => Err(e.to_string()),
+        };
+        match stored {
+            Ok(()) => true,
+            Err(error) => {
+                tracing::warn!(event = kind, %error, "terminal event not stored; the job's message is handed back to publish it again");
+                false
+            }
         }
     }
 }

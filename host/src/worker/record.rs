@@ -140,8 +140,16 @@ pub(super) async fn record(
     };
     counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     shared.queue_counters.add(&job.queue, result.status);
-    publish_final_event(shared, job, &result, attempt.started_at).await;
-    ack(message, AckKind::Ack).await;
+    if publish_final_event(shared, job, &result, attempt.started_at).await {
+        ack(message, AckKind::Ack).await;
+    } else {
+        // The result stands; the redelivery finds it and publishes the event again.
+        ack(
+            message,
+            AckKind::Nak(Some(super::dispatch::keep_alive_interval(attempt.ack_wait))),
+        )
+        .await;
+    }
 }
 
 /// A message whose job already has a result. A redelivery of the message that
@@ -179,8 +187,12 @@ pub(super) async fn already_finished(
     event.worker_id = Some(result.worker_id.clone());
     event.attempt = Some(result.attempts);
     let id = jobbox::final_event_id(&job.id, result.start_time);
-    shared.events.publish(&event, Some(&id)).await;
-    ack(message, AckKind::Ack).await;
+    if shared.events.publish_stored(&event, &id).await {
+        ack(message, AckKind::Ack).await;
+    } else {
+        let later = super::dispatch::keep_alive_interval(ack_wait);
+        ack(message, AckKind::Nak(Some(later))).await;
+    }
 }
 
 /// Hands a job that arrived before its `scheduled_at` back until it is due, without
@@ -260,6 +272,7 @@ async fn store_result(
 ) -> Stored {
     let mut shrunk: Option<Shrunk> = None;
     let mut wait = Waiter::new(message, ack_wait);
+    let mut retried = false;
     loop {
         let bytes = match wire::encode(&*result) {
             // Past the first cut, the server's own limit decides (it refuses with
@@ -293,18 +306,32 @@ async fn store_result(
             return Stored::Written;
         };
         match WriteError::classify(&error) {
+            // After a write whose answer was lost (the server crashed after storing
+            // it), the conflict may be with this very write.
+            WriteError::Conflict if retried && is_ours(shared, result).await => {
+                return Stored::Written;
+            }
             WriteError::Conflict => return Stored::Fenced,
             WriteError::TooLarge => match shrink(result, shrunk) {
                 Some(step) => shrunk = Some(step),
                 None => return give_up_too_large(message).await,
             },
             kind @ (WriteError::StoreFull | WriteError::Transient) => {
+                retried = true;
                 if !wait.wait(shared, kind, &error.to_string()).await {
                     return Stored::GaveUp;
                 }
             }
         }
     }
+}
+
+/// Whether the stored result of `result`'s job is `result` itself: same worker,
+/// same start (a read that fails counts as not ours: the redelivery decides).
+async fn is_ours(shared: &Shared, result: &JobResult) -> bool {
+    let stored = shared.client.result(&result.job_id).await;
+    matches!(stored, Ok(Some(stored))
+        if stored.worker_id == result.worker_id && stored.start_time == result.start_time)
 }
 
 /// A result that cannot be made to fit (never expected: a final failure is small):
@@ -464,14 +491,14 @@ fn final_event(
 }
 
 /// Publishes the terminal event of a result just written, with the id derived from
-/// the result, not awaiting its ack.
+/// the result, and returns whether it was stored.
 async fn publish_final_event(
     shared: &Shared,
     job: &Job,
     result: &JobResult,
     started_at: DateTime<Utc>,
-) {
+) -> bool {
     let event = final_event(shared, job, result, started_at);
     let id = jobbox::final_event_id(&job.id, result.start_time);
-    shared.events.publish(&event, Some(&id)).await;
+    shared.events.publish_stored(&event, &id).await
 }
