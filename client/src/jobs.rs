@@ -338,12 +338,7 @@ impl Client {
             }
         }
         // Queues no worker has served yet have jobs but no consumer.
-        let mut subjects = jobs
-            .info_with_subjects(nats::JOBS_SUBJECTS)
-            .await
-            .during(|| "list job subjects".to_string())?;
-        while let Some(subject) = subjects.next().await {
-            let (subject, _count) = subject.during(|| "list job subjects".to_string())?;
+        for (subject, _) in subject_counts(&jobs, nats::JOBS_SUBJECTS).await? {
             if let Some(queue) = nats::queue_of_job_subject(&subject) {
                 queues.insert(queue.to_string());
             }
@@ -353,16 +348,10 @@ impl Client {
             .get_stream(nats::STATS_STREAM)
             .await
             .during(|| "open the stats stream".to_string())?;
-        let mut subjects = counters
-            .info_with_subjects(nats::STATS_SUBJECTS)
-            .await
-            .during(|| "list counters".to_string())?;
-        while let Some(subject) = subjects.next().await {
-            let (subject, _count) = subject.during(|| "list counters".to_string())?;
-            if let Some(queue) = subject
+        for (subject, _) in subject_counts(&counters, nats::STATS_SUBJECTS).await? {
+            if let Some((queue, _counter)) = subject
                 .strip_prefix("jobbox.stats.")
                 .and_then(|rest| rest.split_once('.'))
-                .map(|(queue, _)| queue)
             {
                 queues.insert(queue.to_string());
             }
@@ -505,16 +494,24 @@ async fn messages_on(
     stream: &async_nats::jetstream::stream::Stream,
     filter: &str,
 ) -> Result<u64, ClientError> {
+    let counts = subject_counts(stream, filter).await?;
+    Ok(counts.iter().map(|(_, count)| *count as u64).sum())
+}
+
+/// The subjects of `stream` matching `filter`, each with its number of messages.
+async fn subject_counts(
+    stream: &async_nats::jetstream::stream::Stream,
+    filter: &str,
+) -> Result<Vec<(String, usize)>, ClientError> {
     let mut subjects = stream
         .info_with_subjects(filter)
         .await
-        .during(|| format!("count the messages on {filter}"))?;
-    let mut total = 0u64;
+        .during(|| format!("list the subjects of {filter}"))?;
+    let mut counts = Vec::new();
     while let Some(subject) = subjects.next().await {
-        let (_, count) = subject.during(|| format!("count the messages on {filter}"))?;
-        total += count as u64;
+        counts.push(subject.during(|| format!("list the subjects of {filter}"))?);
     }
-    Ok(total)
+    Ok(counts)
 }
 
 #[cfg(test)]

@@ -1,6 +1,7 @@
 //! The jobbox host: the sandbox that runs handler components, the worker that feeds
 //! it jobs from NATS JetStream, and the `jobbox` command line.
 
+pub mod causes;
 pub mod cli;
 pub mod registry;
 pub mod sandbox;

@@ -17,7 +17,6 @@ mod format;
 mod handler;
 mod jobs;
 mod local_nats;
-mod report;
 mod run;
 mod schedule;
 mod worker;
@@ -177,4 +176,4 @@ pub fn init_tracing(verbose: u8, format: LogFormat) {
     };
 }
 
-pub use report::error_line;
+pub use crate::causes::error_line;

@@ -54,18 +54,12 @@ pub fn classify(
 /// executing at wasm backtrace: 0: 0x2f784e …`.
 fn cause_first(error: &wasmtime::Error) -> String {
     const BACKTRACE: &str = "error while executing at wasm backtrace";
-    let mut message = String::new();
-    for cause in error.chain() {
-        let text = cause.to_string();
-        let text = text.trim();
-        if text.is_empty() || text.starts_with(BACKTRACE) || message.contains(text) {
-            continue;
-        }
-        if !message.is_empty() {
-            message.push_str(": ");
-        }
-        message.push_str(text);
-    }
+    let message = crate::causes::one_line(
+        error
+            .chain()
+            .map(ToString::to_string)
+            .filter(|text| !text.trim_start().starts_with(BACKTRACE)),
+    );
     if message.is_empty() {
         format!("{error}")
     } else {

@@ -17,6 +17,7 @@ use super::admit::{Admission, admit, attempt_of};
 use super::inbox::Fetched;
 use super::native::NATIVE_DIGEST;
 use super::record::{self, Attempt};
+use super::running::HeldGuard;
 use super::verdict::{Verdict, decide};
 use crate::sandbox::{CancelFlag, Failure, JobControl, RunOutcome};
 
@@ -85,7 +86,7 @@ pub(super) async fn process(shared: &Shared, fetched: Fetched) {
     // Held here already (its message redelivered while this worker still runs or
     // records it): leave this delivery unacked. The holder's ack ends the message;
     // were the holder to fail, the delivery comes back after ack_wait.
-    let Some(_held) = shared.held.try_hold(&job.id) else {
+    let Some(held) = shared.running.try_hold(&job.id) else {
         tracing::debug!("job held by this worker already; delivery left for redelivery");
         return;
     };
@@ -127,7 +128,7 @@ pub(super) async fn process(shared: &Shared, fetched: Fetched) {
             .await;
         }
     }
-    run(shared, &message, job, ack_wait, sequence).await;
+    run(shared, &message, &held, job, ack_wait, sequence).await;
 }
 
 /// The job's result, if it has one. A failed read (NATS away, the server restarting)
@@ -168,7 +169,14 @@ async fn read_result(
 }
 
 /// Resolves the handler, runs the job and records what happened.
-async fn run(shared: &Shared, message: &Message, job: Job, ack_wait: Duration, sequence: u64) {
+async fn run(
+    shared: &Shared,
+    message: &Message,
+    held: &HeldGuard,
+    job: Job,
+    ack_wait: Duration,
+    sequence: u64,
+) {
     let native = shared.config.native.get(&job.job_type).cloned();
     let (handler, limits, digest) = if native.is_some() {
         let limits = job.effective_limits(&jobbox::HandlerLimits::default());
@@ -203,7 +211,7 @@ async fn run(shared: &Shared, message: &Message, job: Job, ack_wait: Duration, s
         cancel: CancelFlag::default(),
         progress: progress_tx,
     };
-    let running = shared.running.enter(&job.id, control.cancel.clone());
+    held.set_cancel(Some(control.cancel.clone()));
     // A cancellation stored between admission and now was not seen by the watch
     // as a running job's: look once more.
     if shared.cancelled.contains(&job.id) {
@@ -238,7 +246,7 @@ async fn run(shared: &Shared, message: &Message, job: Job, ack_wait: Duration, s
             }
         }
     };
-    drop(running);
+    held.set_cancel(None);
     // The last report may have come after the keep-alive's last look.
     let last_report = if progress_rx.has_changed().unwrap_or(true) {
         progress_rx.borrow_and_update().clone()

@@ -121,10 +121,9 @@ pub(crate) struct Shared {
     pub slots: Arc<Semaphore>,
     /// Cancelled when running jobs must be abandoned and handed back.
     pub abort: CancellationToken,
-    /// The jobs running now.
+    /// The jobs this worker holds (admitted, not yet acked), and the cancel flags of
+    /// those whose handler runs.
     pub running: RunningJobs,
-    /// The jobs whose message this worker holds (admitted, not yet acked).
-    pub held: running::HeldJobs,
     /// Jobs cancelled recently (from the cancellations watch).
     pub cancelled: cancels::RecentCancels,
     /// Publishes events, collecting their acks in the background.
@@ -175,7 +174,6 @@ impl Worker {
                 counters: WorkerCounters::default(),
                 abort: CancellationToken::new(),
                 running: RunningJobs::default(),
-                held: running::HeldJobs::default(),
                 cancelled: cancels::RecentCancels::default(),
                 events,
                 queue_counters: counters::QueueCounters::default(),

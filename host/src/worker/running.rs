@@ -1,47 +1,54 @@
-//! The jobs running on this worker, by id: what a cancellation broadcast stops and
-//! what the heartbeat reports.
+//! The jobs this worker holds, by id: from admission until their message is acked.
+//! A second delivery of a held job (a redelivery after a server restart lost the
+//! consumer's state, or a second message with the same id) must not run it again;
+//! a held job whose handler runs has a cancel flag, which a cancellation stops; the
+//! heartbeat reports them.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use crate::sandbox::CancelFlag;
 
-/// Job id → its cancel flag, for the jobs running now.
+/// Job id → its cancel flag while its handler runs (`None` before and after).
 #[derive(Debug, Default, Clone)]
 pub struct RunningJobs {
-    jobs: Arc<Mutex<HashMap<String, CancelFlag>>>,
-    /// Notified when the worker goes from idle to busy or back.
+    jobs: Arc<Mutex<HashMap<String, Option<CancelFlag>>>>,
+    /// Notified when the worker goes from holding no job to holding one, or back.
     idle_or_busy: Arc<tokio::sync::Notify>,
 }
 
 impl RunningJobs {
-    /// Registers a running job until the returned guard is dropped.
-    pub fn enter(&self, job_id: &str, cancel: CancelFlag) -> RunningGuard {
+    /// Holds `job_id` until the returned guard is dropped; `None` if it is held
+    /// already.
+    pub fn try_hold(&self, job_id: &str) -> Option<HeldGuard> {
         let mut jobs = self.lock();
+        if jobs.contains_key(job_id) {
+            return None;
+        }
         let was_idle = jobs.is_empty();
-        jobs.insert(job_id.to_string(), cancel);
+        jobs.insert(job_id.to_string(), None);
         drop(jobs);
         if was_idle {
             self.idle_or_busy.notify_one();
         }
-        RunningGuard {
+        Some(HeldGuard {
             jobs: self.clone(),
             job_id: job_id.to_string(),
-        }
+        })
     }
 
-    /// Cancels `job_id` if it runs here; returns whether it did.
+    /// Cancels `job_id` if its handler runs here; returns whether it did.
     pub fn cancel(&self, job_id: &str) -> bool {
         match self.lock().get(job_id) {
-            Some(flag) => {
+            Some(Some(flag)) => {
                 flag.cancel();
                 true
             }
-            None => false,
+            _ => false,
         }
     }
 
-    /// Ids of the jobs running now, sorted.
+    /// Ids of the jobs held now, sorted.
     pub fn ids(&self) -> Vec<String> {
         let mut ids: Vec<String> = self.lock().keys().cloned().collect();
         ids.sort();
@@ -54,19 +61,29 @@ impl RunningJobs {
         self.idle_or_busy.notified().await;
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, CancelFlag>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Option<CancelFlag>>> {
         self.jobs.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
 
-/// Removes its job from [`RunningJobs`] when dropped.
+/// A held job; released from [`RunningJobs`] when dropped.
 #[derive(Debug)]
-pub struct RunningGuard {
+pub struct HeldGuard {
     jobs: RunningJobs,
     job_id: String,
 }
 
-impl Drop for RunningGuard {
+impl HeldGuard {
+    /// Marks the job's handler as running (`Some`: a cancellation raises the flag)
+    /// or not (`None`).
+    pub fn set_cancel(&self, cancel: Option<CancelFlag>) {
+        if let Some(entry) = self.jobs.lock().get_mut(&self.job_id) {
+            *entry = cancel;
+        }
+    }
+}
+
+impl Drop for HeldGuard {
     fn drop(&mut self) {
         let mut jobs = self.jobs.lock();
         jobs.remove(&self.job_id);
@@ -78,58 +95,33 @@ impl Drop for RunningGuard {
     }
 }
 
-/// The jobs this worker holds a message of, from admission until that message is
-/// acked: a second delivery of a held job (a redelivery after a server restart lost
-/// the consumer's state, or a second message with the same id) must not run it again.
-#[derive(Debug, Default, Clone)]
-pub struct HeldJobs {
-    ids: Arc<Mutex<std::collections::HashSet<String>>>,
-}
-
-impl HeldJobs {
-    /// Holds `job_id` until the returned guard is dropped; `None` if it is held
-    /// already.
-    pub fn try_hold(&self, job_id: &str) -> Option<HeldGuard> {
-        let fresh = self
-            .ids
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .insert(job_id.to_string());
-        fresh.then(|| HeldGuard {
-            held: self.clone(),
-            job_id: job_id.to_string(),
-        })
-    }
-}
-
-/// Releases its job from [`HeldJobs`] when dropped.
-#[derive(Debug)]
-pub struct HeldGuard {
-    held: HeldJobs,
-    job_id: String,
-}
-
-impl Drop for HeldGuard {
-    fn drop(&mut self) {
-        self.held
-            .ids
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .remove(&self.job_id);
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn a_held_job_cannot_be_held_twice_until_released() {
-        let held = HeldJobs::default();
+        let held = RunningJobs::default();
         let first = held.try_hold("a").expect("free");
         assert!(held.try_hold("a").is_none());
         assert!(held.try_hold("b").is_some());
+        assert_eq!(held.ids(), ["a"]);
         drop(first);
         assert!(held.try_hold("a").is_some());
+        assert!(held.ids().is_empty());
+    }
+
+    #[test]
+    fn only_a_running_handler_is_cancelled() {
+        let jobs = RunningJobs::default();
+        let held = jobs.try_hold("a").expect("free");
+        assert!(!jobs.cancel("a"), "not running yet");
+        let flag = CancelFlag::default();
+        held.set_cancel(Some(flag.clone()));
+        assert!(jobs.cancel("a"));
+        assert!(flag.is_cancelled());
+        held.set_cancel(None);
+        assert!(!jobs.cancel("a"), "no longer running");
+        assert!(!jobs.cancel("b"));
     }
 }

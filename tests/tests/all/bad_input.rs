@@ -76,6 +76,34 @@ async fn messages_that_are_not_jobs_are_failed_and_terminated() {
     .await;
     assert_eq!(result.error_type, Some(ErrorType::BadJob));
 
+    // A job whose timestamp has no UTC offset (Python's `utcnow().isoformat()`): the
+    // error says so, under its message id.
+    let mut naive = serde_json::to_value(Job::new("echo", Vec::new())).expect("to json");
+    naive["created_at"] = json!("2026-12-02T10:00:00");
+    let mut headers = async_nats::HeaderMap::new();
+    headers.insert(async_nats::header::NATS_MESSAGE_ID, "naive-1");
+    let bytes = jobbox::wire::encode(&naive).expect("encode");
+    client
+        .jetstream()
+        .publish_with_headers(
+            jobbox::nats::job_subject(QUEUE, jobbox::DEFAULT_PRIORITY),
+            headers,
+            Bytes::from(bytes),
+        )
+        .await
+        .expect("publish")
+        .await
+        .expect("stored");
+    let result = wait_result(&client, "naive-1", Duration::from_secs(30)).await;
+    assert_eq!(
+        result.error_type,
+        Some(ErrorType::BadJob),
+        "{}",
+        brief(&result)
+    );
+    let error = result.error.as_deref().unwrap_or_default();
+    assert!(error.contains("has no UTC offset"), "{error}");
+
     assert_echo_still_works(&client).await;
     worker.stop().await;
 }

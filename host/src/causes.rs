@@ -1,4 +1,5 @@
-//! An error as one line for people: the chain of causes, each said once.
+//! An error as one line for people: the chain of causes, each said once (the CLI's
+//! last word, and the message of a trap raised by the host).
 
 /// The causes of `error`, outermost first, joined by `": "`, leaving out a cause
 /// whose text the ones before it already contain (many errors, async-nats' among
