@@ -1,5 +1,6 @@
 //! `jobbox bench`: enqueue N echo jobs, run them through an in-process worker over a
-//! real NATS server, and report throughput and enqueue → result latency.
+//! real NATS server, and report throughput and enqueue → result latency
+//! (`--transport`: the same writes without a worker, the ceiling).
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -13,6 +14,7 @@ use jobbox::{Job, JobResult, JobStatus, wire};
 use tokio_util::sync::CancellationToken;
 
 use super::Output;
+use super::bench_transport as transport;
 use super::local_nats::LocalNats;
 use crate::registry::{DeployOptions, deploy};
 use crate::worker::{NativeHandlers, Worker, WorkerConfig, native_echo};
@@ -49,6 +51,11 @@ pub struct BenchArgs {
     /// Messages each lane fetches ahead of free slots (default: the concurrency).
     #[arg(long)]
     prefetch: Option<u32>,
+    /// Measure the raw NATS ceiling instead: the same enqueue, then a bare consumer
+    /// making a job's stored writes (STARTED, result, terminal event, ack) with
+    /// `--concurrency` jobs in flight, and no worker.
+    #[arg(long, conflicts_with_all = ["rate", "handler"])]
+    transport: bool,
     /// Give up waiting for results after this long.
     #[arg(long, value_parser = humantime::parse_duration, default_value = "10m")]
     timeout: Duration,
@@ -121,7 +128,7 @@ pub async fn run(args: BenchArgs, output: Output) -> anyhow::Result<ExitCode> {
     };
     let client = jobbox::Client::connect(&url).await?;
     let queue = format!("bench-{}", ulid::Ulid::new().to_string().to_lowercase());
-    if args.handler == HandlerKind::Wasm {
+    if args.handler == HandlerKind::Wasm && !args.transport {
         deploy(&client, "bench-echo", wasm, DeployOptions::default()).await?;
     }
 
@@ -131,16 +138,27 @@ pub async fn run(args: BenchArgs, output: Output) -> anyhow::Result<ExitCode> {
     if args.handler == HandlerKind::Native {
         config.native = NativeHandlers::default().with("bench-echo", native_echo());
     }
-    let worker = Worker::new(client.clone(), config).await?;
     let shutdown = CancellationToken::new();
-    let worker_task = tokio::spawn(worker.run(shutdown.clone()));
+    let worker_task = if args.transport {
+        None
+    } else {
+        let worker = Worker::new(client.clone(), config).await?;
+        Some(tokio::spawn(worker.run(shutdown.clone())))
+    };
 
-    let mut results = client
-        .layout()
-        .results
-        .watch_all()
-        .await
-        .map_err(|e| anyhow::anyhow!("failed to watch results: {e}"))?;
+    // Results are seen through a watch; a transport run times its own acks.
+    let mut results = if args.transport {
+        None
+    } else {
+        Some(
+            client
+                .layout()
+                .results
+                .watch_all()
+                .await
+                .map_err(|e| anyhow::anyhow!("failed to watch results: {e}"))?,
+        )
+    };
     let payload = serde_json::to_vec(
         &serde_json::json!({ "data": "x".repeat(args.payload_bytes.saturating_sub(12)) }),
     )?;
@@ -187,7 +205,26 @@ pub async fn run(args: BenchArgs, output: Output) -> anyhow::Result<ExitCode> {
     let mut latencies = Vec::with_capacity(args.jobs);
     let (mut completed, mut failed) = (0, 0);
     let deadline = tokio::time::Instant::now() + args.timeout;
-    while completed + failed < args.jobs {
+    if args.transport {
+        let in_flight = args.concurrency.max(1) as usize;
+        let template = Job::new("bench-echo", payload.clone()).queue(queue.as_str());
+        let consume = transport::consume(&client, &queue, args.jobs, in_flight, &template);
+        let done = tokio::time::timeout(args.timeout, consume)
+            .await
+            .map_err(|_| anyhow::anyhow!("the transport run took over {:?}", args.timeout))??;
+        while let Ok((id, at)) = sent_rx.try_recv() {
+            sent.insert(id, at);
+        }
+        for (id, at) in done {
+            if let Some(sent_at) = sent.remove(&id) {
+                latencies.push(at.duration_since(sent_at));
+            }
+            completed += 1;
+        }
+    }
+    while let Some(results) = results.as_mut()
+        && completed + failed < args.jobs
+    {
         let entry = tokio::select! {
             entry = results.next() => entry,
             () = tokio::time::sleep_until(deadline) => break,
@@ -217,7 +254,9 @@ pub async fn run(args: BenchArgs, output: Output) -> anyhow::Result<ExitCode> {
     let cpu_nats = per_1000(cpu_before.1, nats_pid.and_then(cpu_seconds));
     enqueuer.await.context("enqueuer panicked")??;
     shutdown.cancel();
-    let _ = worker_task.await;
+    if let Some(worker_task) = worker_task {
+        let _ = worker_task.await;
+    }
 
     latencies.sort();
     let report = Report {
@@ -235,7 +274,11 @@ pub async fn run(args: BenchArgs, output: Output) -> anyhow::Result<ExitCode> {
         },
         rate: args.rate,
         handler: args.handler,
-        mode: "pipeline",
+        mode: if args.transport {
+            "transport"
+        } else {
+            "pipeline"
+        },
         cpu_s_per_1000_bench: cpu_bench,
         cpu_s_per_1000_nats: cpu_nats,
     };
@@ -243,7 +286,12 @@ pub async fn run(args: BenchArgs, output: Output) -> anyhow::Result<ExitCode> {
         Output::Json => outln!("{}", serde_json::to_string(&report)?),
         Output::Text => {
             outln!(
-                "{} jobs ({} completed, {} failed) in {:.2} s with concurrency {}: {:.0} jobs/s",
+                "{}{} jobs ({} completed, {} failed) in {:.2} s with concurrency {}: {:.0} jobs/s",
+                if args.transport {
+                    "transport ceiling: "
+                } else {
+                    ""
+                },
                 report.jobs,
                 report.completed,
                 report.failed,

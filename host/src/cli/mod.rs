@@ -10,6 +10,7 @@ macro_rules! outln {
 }
 
 mod bench;
+mod bench_transport;
 mod dev;
 mod enqueue;
 mod events;
