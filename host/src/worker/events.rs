@@ -2,12 +2,15 @@
 //! order on the worker's connection, and its ack is collected by a background task.
 //!
 //! The result is the record of truth; events follow it. A failed event is logged (at
-//! most once a second), never retried, except the terminal event: the job's ack waits
-//! for it ([`EventSink::publish_stored`]), so a lost one is published again by the
-//! redelivery.
+//! most once a second), never retried, except the terminal event: the job's message
+//! is acked by the collector once that event is stored, and handed back if it is not
+//! ([`EventSink::publish_then_ack`]), so a lost one is published again by the
+//! redelivery. The run slot does not wait for either.
 
 use std::time::Duration;
 
+use async_nats::jetstream::AckKind;
+use async_nats::jetstream::Message;
 use async_nats::jetstream::context::PublishAckFuture;
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
@@ -29,7 +32,15 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 #[derive(Debug, Clone)]
 pub(crate) struct EventSink {
     client: Client,
-    acks: mpsc::Sender<(&'static str, PublishAckFuture)>,
+    acks: mpsc::Sender<Pending>,
+}
+
+/// An event on its way: its kind, its ack, and the job message to ack once it is
+/// stored (handed back after the given pause if it is not).
+struct Pending {
+    kind: &'static str,
+    ack: PublishAckFuture,
+    then: Option<(Message, Duration)>,
 }
 
 impl EventSink {
@@ -44,44 +55,60 @@ impl EventSink {
     /// Publishes `event`, with `Nats-Msg-Id` = `id` when given. Returns once it is on
     /// the connection; its ack is awaited in the background.
     pub async fn publish(&self, event: &JobEvent, id: Option<&str>) {
-        let kind = event.event_type.as_str();
         let sent = match id {
             Some(id) => self.client.publish_event_with_id(event, id).await,
             None => self.client.publish_event(event).await,
         };
+        self.follow(event, sent, None).await;
+    }
+
+    /// Publishes a terminal `event` with `Nats-Msg-Id` = `id`, then acks `message`
+    /// in the background once the event is stored. If it is not, the message is
+    /// handed back to come again after `retry_after`: an ack sent after an event
+    /// lost in a server crash would lose it for good, while the redelivery finds the
+    /// result and publishes the event again (same id).
+    pub async fn publish_then_ack(
+        &self,
+        event: &JobEvent,
+        id: &str,
+        message: &Message,
+        retry_after: Duration,
+    ) {
+        let sent = self.client.publish_event_with_id(event, id).await;
+        self.follow(event, sent, Some((message.clone(), retry_after)))
+            .await;
+    }
+
+    async fn follow(
+        &self,
+        event: &JobEvent,
+        sent: Result<PublishAckFuture, jobbox::ClientError>,
+        then: Option<(Message, Duration)>,
+    ) {
+        let kind = event.event_type.as_str();
         match sent {
             Ok(ack) => {
-                if self.acks.send((kind, ack)).await.is_err() {
+                if self.acks.send(Pending { kind, ack, then }).await.is_err() {
                     tracing::debug!(event = kind, "event collector gone");
                 }
             }
-            Err(e) => tracing::warn!(event = kind, error = %e, "failed to publish an event"),
-        }
-    }
-}
-
-impl EventSink {
-    /// Publishes `event` with `Nats-Msg-Id` = `id` and waits until it is stored;
-    /// returns whether it was. For the terminal event, which the job's ack waits
-    /// for: an ack sent after an event lost in a server crash would lose it for good,
-    /// while a message left unacked comes back and publishes it again (same id).
-    pub async fn publish_stored(&self, event: &JobEvent, id: &str) -> bool {
-        let kind = event.event_type.as_str();
-        let stored = match self.client.publish_event_with_id(event, id).await {
-            Ok(ack) => ack.await.map(|_| ()).map_err(|e| e.to_string()),
-            Err(e) => Err(e.to_string()),
-        };
-        match stored {
-            Ok(()) => true,
-            Err(error) => {
-                tracing::warn!(event = kind, %error, "terminal event not stored; the job's message is handed back to publish it again");
-                false
+            Err(e) => {
+                tracing::warn!(event = kind, error = %e, "failed to publish an event");
+                if let Some((message, retry_after)) = then {
+                    ack_message(&message, AckKind::Nak(Some(retry_after))).await;
+                }
             }
         }
     }
 }
 
-async fn collect(mut rx: mpsc::Receiver<(&'static str, PublishAckFuture)>) {
+async fn ack_message(message: &Message, kind: AckKind) {
+    if let Err(e) = message.ack_with(kind).await {
+        tracing::warn!(error = %e, "failed to ack");
+    }
+}
+
+async fn collect(mut rx: mpsc::Receiver<Pending>) {
     let mut in_flight = FuturesUnordered::new();
     let mut failures = 0u64;
     let mut last_report = tokio::time::Instant::now();
@@ -89,7 +116,18 @@ async fn collect(mut rx: mpsc::Receiver<(&'static str, PublishAckFuture)>) {
     loop {
         tokio::select! {
             next = rx.recv(), if open => match next {
-                Some((kind, ack)) => in_flight.push(async move { (kind, ack.await) }),
+                Some(Pending { kind, ack, then }) => in_flight.push(async move {
+                    let stored = ack.await;
+                    if let Some((message, retry_after)) = then {
+                        let ack = if stored.is_ok() {
+                            AckKind::Ack
+                        } else {
+                            AckKind::Nak(Some(retry_after))
+                        };
+                        ack_message(&message, ack).await;
+                    }
+                    (kind, stored)
+                }),
                 None => open = false,
             },
             Some((kind, stored)) = in_flight.next(), if !in_flight.is_empty() => {

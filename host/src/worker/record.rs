@@ -140,16 +140,13 @@ pub(super) async fn record(
     };
     counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     shared.queue_counters.add(&job.queue, result.status);
-    if publish_final_event(shared, job, &result, attempt.started_at).await {
-        ack(message, AckKind::Ack).await;
-    } else {
-        // The result stands; the redelivery finds it and publishes the event again.
-        ack(
-            message,
-            AckKind::Nak(Some(super::dispatch::keep_alive_interval(attempt.ack_wait))),
-        )
+    let event = final_event(shared, job, &result, attempt.started_at);
+    let id = jobbox::final_event_id(&job.id, result.start_time);
+    let retry_after = super::dispatch::keep_alive_interval(attempt.ack_wait);
+    shared
+        .events
+        .publish_then_ack(&event, &id, message, retry_after)
         .await;
-    }
 }
 
 /// A message whose job already has a result. A redelivery of the message that
@@ -187,12 +184,11 @@ pub(super) async fn already_finished(
     event.worker_id = Some(result.worker_id.clone());
     event.attempt = Some(result.attempts);
     let id = jobbox::final_event_id(&job.id, result.start_time);
-    if shared.events.publish_stored(&event, &id).await {
-        ack(message, AckKind::Ack).await;
-    } else {
-        let later = super::dispatch::keep_alive_interval(ack_wait);
-        ack(message, AckKind::Nak(Some(later))).await;
-    }
+    let retry_after = super::dispatch::keep_alive_interval(ack_wait);
+    shared
+        .events
+        .publish_then_ack(&event, &id, message, retry_after)
+        .await;
 }
 
 /// Hands a job that arrived before its `scheduled_at` back until it is due, without
@@ -488,17 +484,4 @@ fn final_event(
         event = event.with_error(error_type, error.clone());
     }
     event
-}
-
-/// Publishes the terminal event of a result just written, with the id derived from
-/// the result, and returns whether it was stored.
-async fn publish_final_event(
-    shared: &Shared,
-    job: &Job,
-    result: &JobResult,
-    started_at: DateTime<Utc>,
-) -> bool {
-    let event = final_event(shared, job, result, started_at);
-    let id = jobbox::final_event_id(&job.id, result.start_time);
-    shared.events.publish_stored(&event, &id).await
 }
