@@ -111,13 +111,18 @@ struct Percentiles {
 }
 
 pub async fn run(args: BenchArgs, output: Output) -> anyhow::Result<ExitCode> {
-    let echo = args.echo_wasm.clone().unwrap_or_else(default_echo_path);
-    let wasm = std::fs::read(&echo).with_context(|| {
-        format!(
-            "failed to read the echo handler {} (build it: cargo build --release --target wasm32-wasip2 -p example-echo, or pass --echo-wasm)",
-            echo.display()
-        )
-    })?;
+    // Only a wasm pipeline run needs the component (read before anything starts).
+    let wasm = if args.handler == HandlerKind::Wasm && !args.transport {
+        let echo = args.echo_wasm.clone().unwrap_or_else(default_echo_path);
+        Some(std::fs::read(&echo).with_context(|| {
+            format!(
+                "failed to read the echo handler {} (build it: cargo build --release --target wasm32-wasip2 -p example-echo, or pass --echo-wasm)",
+                echo.display()
+            )
+        })?)
+    } else {
+        None
+    };
     let (_local, url) = match &args.nats_url {
         Some(url) => (None, url.clone()),
         None => {
@@ -128,7 +133,7 @@ pub async fn run(args: BenchArgs, output: Output) -> anyhow::Result<ExitCode> {
     };
     let client = jobbox::Client::connect(&url).await?;
     let queue = format!("bench-{}", ulid::Ulid::new().to_string().to_lowercase());
-    if args.handler == HandlerKind::Wasm && !args.transport {
+    if let Some(wasm) = wasm {
         deploy(&client, "bench-echo", wasm, DeployOptions::default()).await?;
     }
 

@@ -265,3 +265,31 @@ async fn enqueue_from_a_file_is_all_checked_first_then_pipelined() {
     }
     worker.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_bench_measures_the_pipeline_and_the_transport_ceiling() {
+    let server = NatsServer::start();
+    for mode in [&["--handler", "native"][..], &["--transport"][..]] {
+        let out = std::process::Command::new(jobbox_tests::jobbox_bin())
+            .args(["bench", "-n", "300", "-c", "16", "-o", "json"])
+            .args(mode)
+            .args(["--nats-url", &server.url()])
+            .output()
+            .expect("run jobbox bench");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{mode:?}: {stderr}");
+        let report: Value = serde_json::from_slice(&out.stdout).expect("one JSON object");
+        assert_eq!(report["completed"], 300, "{mode:?}: {report}");
+        let expected = if mode == ["--transport"] {
+            "transport"
+        } else {
+            "pipeline"
+        };
+        assert_eq!(report["mode"], expected, "{report}");
+        assert!(
+            report["jobs_per_s"].as_f64().is_some_and(|r| r > 0.0),
+            "{report}"
+        );
+        assert!(report["latency_ms"]["p99"].as_f64().is_some(), "{report}");
+    }
+}
