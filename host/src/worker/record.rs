@@ -52,7 +52,8 @@ enum Stored {
     Written,
     /// Someone else's value was there first (the fence): record nothing more.
     Fenced,
-    /// Not written, and no longer trying (the worker is stopping).
+    /// Not known to be written, and no longer trying (the worker is stopping, or
+    /// the stored value could not be read back): the message is handed back.
     GaveUp,
 }
 
@@ -268,7 +269,6 @@ async fn store_result(
 ) -> Stored {
     let mut shrunk: Option<Shrunk> = None;
     let mut wait = Waiter::new(message, ack_wait);
-    let mut retried = false;
     loop {
         let bytes = match wire::encode(&*result) {
             // Past the first cut, the server's own limit decides (it refuses with
@@ -302,18 +302,21 @@ async fn store_result(
             return Stored::Written;
         };
         match WriteError::classify(&error) {
-            // After a write whose answer was lost (the server crashed after storing
-            // it), the conflict may be with this very write.
-            WriteError::Conflict if retried && is_ours(shared, result).await => {
-                return Stored::Written;
+            // A write whose answer was lost (the server crashed after storing it)
+            // conflicts with itself: on the retry, or within the first `create`
+            // (which reads the key after a failed write and reports it as taken).
+            WriteError::Conflict => {
+                return match owner_of_stored(shared, result).await {
+                    Owner::Ours => Stored::Written,
+                    Owner::Theirs => Stored::Fenced,
+                    Owner::Unknown => Stored::GaveUp,
+                };
             }
-            WriteError::Conflict => return Stored::Fenced,
             WriteError::TooLarge => match shrink(result, shrunk) {
                 Some(step) => shrunk = Some(step),
                 None => return give_up_too_large(message).await,
             },
             kind @ (WriteError::StoreFull | WriteError::Transient) => {
-                retried = true;
                 if !wait.wait(shared, kind, &error.to_string()).await {
                     return Stored::GaveUp;
                 }
@@ -322,12 +325,29 @@ async fn store_result(
     }
 }
 
-/// Whether the stored result of `result`'s job is `result` itself: same worker,
-/// same start (a read that fails counts as not ours: the redelivery decides).
-async fn is_ours(shared: &Shared, result: &JobResult) -> bool {
-    let stored = shared.client.result(&result.job_id).await;
-    matches!(stored, Ok(Some(stored))
-        if stored.worker_id == result.worker_id && stored.start_time == result.start_time)
+/// Whose result the stored one is, after a `create` found the key taken.
+enum Owner {
+    /// This very write (same worker, same start): its answer was lost.
+    Ours,
+    /// Another run's.
+    Theirs,
+    /// The read failed: the message is handed back and the redelivery decides.
+    Unknown,
+}
+
+async fn owner_of_stored(shared: &Shared, result: &JobResult) -> Owner {
+    match shared.client.result(&result.job_id).await {
+        Ok(Some(stored))
+            if stored.worker_id == result.worker_id && stored.start_time == result.start_time =>
+        {
+            Owner::Ours
+        }
+        Ok(_) => Owner::Theirs,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read the stored result back; handing the job back");
+            Owner::Unknown
+        }
+    }
 }
 
 /// A result that cannot be made to fit (never expected: a final failure is small):

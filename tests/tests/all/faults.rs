@@ -47,6 +47,43 @@ async fn until_results(client: &Client, count: u64, timeout: Duration) {
     }
 }
 
+/// Waits until `queue` has nothing pending and nothing unacknowledged on any lane: every
+/// message ended (a worker acks a job only once its terminal event is stored).
+async fn until_settled(client: &Client, queue: &str, timeout: Duration) {
+    let unsettled = || async {
+        let jobs = client
+            .jetstream()
+            .get_stream(nats::JOBS_STREAM)
+            .await
+            .ok()?;
+        let mut open = 0;
+        for lane in nats::Lane::BY_URGENCY {
+            let Ok(mut consumer) = jobs
+                .get_consumer::<async_nats::jetstream::consumer::pull::Config>(
+                    &nats::consumer_name(queue, lane),
+                )
+                .await
+            else {
+                continue;
+            };
+            let info = consumer.info().await.ok()?;
+            open += info.num_pending + info.num_ack_pending as u64;
+        }
+        Some(open)
+    };
+    let wait = async {
+        while unsettled().await != Some(0) {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    };
+    if tokio::time::timeout(timeout, wait).await.is_err() {
+        panic!(
+            "queue {queue} still has {:?} open messages after {timeout:?}",
+            unsettled().await
+        );
+    }
+}
+
 /// Every stored job event, read up to the events stream's last sequence.
 async fn all_events(client: &Client) -> Vec<JobEvent> {
     let mut stream = client
@@ -139,6 +176,25 @@ fn trails(events: &[JobEvent], results: &HashMap<String, Stored>) -> HashMap<Str
     trails
 }
 
+/// Enqueues `jobs`, sending again those whose acks timed out (a sync-always server on
+/// a busy machine can be slow): enqueue is idempotent by job id, so a repeat of a job
+/// that was stored after all adds nothing.
+async fn enqueue_all(client: &Client, jobs: &[Job]) {
+    let mut left: Vec<Job> = jobs.to_vec();
+    for _ in 0..5 {
+        let outcomes = client.enqueue_many(&left).await.expect("enqueue");
+        left = left
+            .into_iter()
+            .zip(outcomes)
+            .filter_map(|(job, outcome)| outcome.is_err().then_some(job))
+            .collect();
+        if left.is_empty() {
+            return;
+        }
+    }
+    panic!("{} jobs not enqueued after 5 tries", left.len());
+}
+
 fn sleepy_jobs(count: usize, queue: &str, sleep_ms: u64) -> Vec<Job> {
     (0..count)
         .map(|_| {
@@ -158,9 +214,7 @@ async fn three_server_crashes_under_load_leave_one_result_and_one_end_per_job() 
     let client = Client::connect(&server.url()).await.expect("connect");
     deploy_guest(&client, "sleepy", guests::TIME_BOMB).await;
     let jobs = sleepy_jobs(JOBS, "crash", 2);
-    for outcome in client.enqueue_many(&jobs).await.expect("enqueue") {
-        outcome.expect("enqueued");
-    }
+    enqueue_all(&client, &jobs).await;
     let mut config = WorkerConfig::new(vec!["crash".into()]);
     config.concurrency = 16;
     config.ack_wait = Duration::from_secs(3);
@@ -179,6 +233,8 @@ async fn three_server_crashes_under_load_leave_one_result_and_one_end_per_job() 
     }
     until_results(&client, JOBS as u64, Duration::from_secs(300)).await;
     let total = started.elapsed();
+    // A job's terminal event follows its result: read events once every message ended.
+    until_settled(&client, "crash", Duration::from_secs(60)).await;
 
     let results = results_of(&client, &jobs).await;
     for stored in results.values() {
@@ -188,21 +244,15 @@ async fn three_server_crashes_under_load_leave_one_result_and_one_end_per_job() 
     let events = all_events(&client).await;
     let trails = trails(&events, &results);
     let mut runs: HashMap<usize, usize> = HashMap::new();
-    let mut without_terminal = 0;
     for job in &jobs {
         let trail = trails
             .get(&job.id)
             .unwrap_or_else(|| panic!("no events for {}", job.id));
-        // Never two. A terminal event can still go missing in a crash (open in
-        // issue 10: found by this test; the result, the record of truth, is there).
-        assert!(
-            trail.terminal <= 1,
+        assert_eq!(
+            trail.terminal, 1,
             "terminal events of {}: {trail:?}",
             job.id
         );
-        if trail.terminal == 0 {
-            without_terminal += 1;
-        }
         assert_eq!(
             trail.started_after_result, 0,
             "job {} ran after its result was stored: {trail:?}",
@@ -212,11 +262,8 @@ async fn three_server_crashes_under_load_leave_one_result_and_one_end_per_job() 
     }
     println!(
         "{JOBS} jobs, nats-server killed 3 times: done in {total:?}; recovery (kill to \
-         next result) {recoveries:?}; jobs by STARTED count {runs:?}; {without_terminal} without a terminal event"
-    );
-    assert!(
-        without_terminal <= JOBS / 100,
-        "{without_terminal} jobs lost their terminal event"
+         next result) {recoveries:?}; jobs by STARTED count {runs:?} (a STARTED event \
+         published as the server died is not sent again: it is not the record of truth)"
     );
     worker.stop().await;
 }
@@ -232,9 +279,7 @@ async fn a_worker_stopped_past_ack_wait_and_resumed_counts_each_job_once() {
         &["--queue", "stop", "--concurrency", "4", "--ack-wait", "2s"],
     ));
     let jobs = sleepy_jobs(JOBS, "stop", 50);
-    for outcome in client.enqueue_many(&jobs).await.expect("enqueue") {
-        outcome.expect("enqueued");
-    }
+    enqueue_all(&client, &jobs).await;
     until_results(&client, 8, Duration::from_secs(60)).await;
     let pid = stalled.0.id().to_string();
     let signal = |name: &str| {
@@ -300,9 +345,7 @@ async fn a_full_store_holds_jobs_without_rerunning_them_and_they_finish_when_spa
     let jobs: Vec<Job> = (0..JOBS)
         .map(|i| Job::new("count", format!("{i}").into_bytes()).queue("full"))
         .collect();
-    for outcome in client.enqueue_many(&jobs).await.expect("enqueue") {
-        outcome.expect("enqueued");
-    }
+    enqueue_all(&client, &jobs).await;
 
     // Fill what is left of the store.
     let js = client.jetstream();
