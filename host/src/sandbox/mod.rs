@@ -65,7 +65,10 @@ impl Sandbox {
 
     /// Like [`Sandbox::new`], with jobs whose limits grant a scratch directory given
     /// one in `scratch` (and without one failing, as `internal`).
-    pub fn with_scratch(config: EngineConfig, scratch: Option<ScratchArea>) -> anyhow::Result<Self> {
+    pub fn with_scratch(
+        config: EngineConfig,
+        scratch: Option<ScratchArea>,
+    ) -> anyhow::Result<Self> {
         let engine = engine::build_engine(config)?;
         let linker = engine::build_linker(&engine)?;
         engine::start_epoch_ticker(&engine)?;

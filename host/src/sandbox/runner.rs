@@ -256,7 +256,10 @@ impl JobRun {
 
         let called = match self.failed.take() {
             Some(failure) => Some(Ok(Err(failure))),
-            None => self.called.take().map(|called| called.map(|r| r.map_err(guest_failure))),
+            None => self
+                .called
+                .take()
+                .map(|called| called.map(|r| r.map_err(guest_failure))),
         };
         let result = match called {
             None => Err(abandoned(interrupted)),

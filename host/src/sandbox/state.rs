@@ -6,7 +6,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
-
 use jobbox::{HandlerLimits, JobProgress, LogEntry};
 use tokio::sync::watch;
 use wasmtime::component::ResourceTable;

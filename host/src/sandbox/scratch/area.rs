@@ -367,7 +367,10 @@ mod tests {
         assert!(!root.join("w-1-dead.lock").exists());
         assert!(!root.join("w-2-orphan").exists());
         assert!(root.join("other").exists());
-        assert!(job.path().join("f").exists(), "a live worker's job was touched");
+        assert!(
+            job.path().join("f").exists(),
+            "a live worker's job was touched"
+        );
         drop(second);
         assert!(job.path().join("f").exists());
     }

@@ -209,9 +209,7 @@ impl HostDescriptor for ScratchFsView<'_> {
         atim: types::NewTimestamp,
         mtim: types::NewTimestamp,
     ) -> FsResult<()> {
-        self.fs
-            .set_times_at(fd, path_flags, path, atim, mtim)
-            .await
+        self.fs.set_times_at(fd, path_flags, path, atim, mtim).await
     }
 
     async fn link_at(

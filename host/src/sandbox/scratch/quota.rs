@@ -97,7 +97,10 @@ mod tests {
         let quota = ScratchQuota::new(DIRECTORY_BYTES, 2);
         assert_eq!(quota.charge_entry(0), Ok(()));
         // The byte allowance refuses the second entry: it is not counted either.
-        assert_eq!(quota.charge_entry(DIRECTORY_BYTES + 1), Err(Exceeded::Bytes));
+        assert_eq!(
+            quota.charge_entry(DIRECTORY_BYTES + 1),
+            Err(Exceeded::Bytes)
+        );
         assert_eq!(quota.files(), 1);
         assert_eq!(quota.charge_entry(DIRECTORY_BYTES), Ok(()));
         assert_eq!(quota.charge_entry(0), Err(Exceeded::Files));
