@@ -474,3 +474,52 @@ async fn the_tar_example_builds_an_archive_in_scratch() {
         "a stopped worker leaves its scratch root empty: {left:?}"
     );
 }
+
+/// A worker shut down while a job spins with files in its scratch directory: the job
+/// is abandoned (and handed back), its directory and the worker's are removed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_shut_down_mid_job_leaves_no_scratch() {
+    let server = NatsServer::start();
+    let client = jobbox::Client::connect(&server.url())
+        .await
+        .expect("connect");
+    let options = DeployOptions {
+        limits: scratch(1 << 20, 10),
+        ..DeployOptions::default()
+    };
+    deploy_guest_with(&client, "peek", guests::SCRATCH_PEEK, options).await;
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let mut config = jobbox_host::worker::WorkerConfig::new(vec!["shutdown".into()]);
+    config.scratch_dir = Some(tmp.path().to_path_buf());
+    config.shutdown_grace = Duration::from_millis(200);
+    let worker = RunningWorker::start(&server.url(), config).await;
+    let job = Job::json("peek", &json!({"mode": "spin"}))
+        .expect("job")
+        .queue("shutdown");
+    client.enqueue(&job).await.expect("enqueue");
+    let worker_dir = tokio::time::timeout(Duration::from_secs(60), async {
+        loop {
+            let workers: Vec<PathBuf> = std::fs::read_dir(tmp.path())
+                .expect("list")
+                .map(|e| e.expect("entry").path())
+                .filter(|p| p.is_dir())
+                .collect();
+            if let Some(dir) = workers.into_iter().next() {
+                if std::fs::read_dir(&dir).expect("list").next().is_some() {
+                    marked_job_dir(&dir).await;
+                    return dir;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .expect("the job starts and writes its marker");
+    worker.stop().await;
+    assert!(
+        !worker_dir.exists(),
+        "the worker's scratch is removed at shutdown"
+    );
+    let left: Vec<_> = std::fs::read_dir(tmp.path()).expect("list").collect();
+    assert!(left.is_empty(), "{left:?}");
+}
