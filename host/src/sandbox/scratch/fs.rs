@@ -185,7 +185,11 @@ impl HostDescriptor for ScratchFsView<'_> {
         path: String,
     ) -> FsResult<()> {
         self.quota.charge_entry(DIRECTORY_BYTES).map_err(refused)?;
-        self.fs.create_directory_at(fd, path).await
+        let made = self.fs.create_directory_at(fd, path).await;
+        if made.is_err() {
+            self.quota.refund_entry(DIRECTORY_BYTES);
+        }
+        made
     }
 
     async fn stat(&mut self, fd: Resource<types::Descriptor>) -> FsResult<types::DescriptorStat> {
@@ -244,6 +248,11 @@ impl HostDescriptor for ScratchFsView<'_> {
             };
             if !exists {
                 self.quota.charge_entry(0).map_err(refused)?;
+                let opened = self.fs.open_at(fd, path_flags, path, oflags, flags).await;
+                if opened.is_err() {
+                    self.quota.refund_entry(0);
+                }
+                return opened;
             }
         }
         self.fs.open_at(fd, path_flags, path, oflags, flags).await
@@ -285,10 +294,13 @@ impl HostDescriptor for ScratchFsView<'_> {
         src_path: String,
         dest_path: String,
     ) -> FsResult<()> {
-        self.quota
-            .charge_entry(src_path.len() as u64)
-            .map_err(refused)?;
-        self.fs.symlink_at(fd, src_path, dest_path).await
+        let bytes = src_path.len() as u64;
+        self.quota.charge_entry(bytes).map_err(refused)?;
+        let made = self.fs.symlink_at(fd, src_path, dest_path).await;
+        if made.is_err() {
+            self.quota.refund_entry(bytes);
+        }
+        made
     }
 
     async fn unlink_file_at(

@@ -18,7 +18,8 @@ pub enum Exceeded {
 
 /// A job's scratch allowance and what it has used.
 ///
-/// Both counters only go up: deleting or truncating a file gives nothing back, so
+/// Both counters only go up (but for a creation that failed and so created nothing):
+/// deleting or truncating a file gives nothing back, so
 /// the count is an upper bound of what is on disk however the guest interleaves
 /// writes, truncations, deletes and files it keeps open after unlinking them.
 #[derive(Debug)]
@@ -54,6 +55,18 @@ impl ScratchQuota {
             return Err(e);
         }
         Ok(())
+    }
+
+    /// Gives back an entry and its `bytes` counted by [`ScratchQuota::charge_entry`]
+    /// for a creation that then failed (nothing was created).
+    pub fn refund_entry(&self, bytes: u64) {
+        let sub = |counter: &AtomicU64, n: u64| {
+            let _ = counter.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |used| {
+                Some(used.saturating_sub(n))
+            });
+        };
+        sub(&self.files, 1);
+        sub(&self.bytes, bytes);
     }
 
     /// Bytes counted so far.
@@ -105,6 +118,9 @@ mod tests {
         assert_eq!(quota.charge_entry(DIRECTORY_BYTES), Ok(()));
         assert_eq!(quota.charge_entry(0), Err(Exceeded::Files));
         assert_eq!((quota.files(), quota.bytes()), (2, DIRECTORY_BYTES));
+        quota.refund_entry(DIRECTORY_BYTES);
+        assert_eq!((quota.files(), quota.bytes()), (1, 0));
+        assert_eq!(quota.charge_entry(0), Ok(()));
     }
 
     #[test]
