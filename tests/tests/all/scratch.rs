@@ -504,11 +504,11 @@ async fn a_worker_shut_down_mid_job_leaves_no_scratch() {
                 .map(|e| e.expect("entry").path())
                 .filter(|p| p.is_dir())
                 .collect();
-            if let Some(dir) = workers.into_iter().next() {
-                if std::fs::read_dir(&dir).expect("list").next().is_some() {
-                    marked_job_dir(&dir).await;
-                    return dir;
-                }
+            if let Some(dir) = workers.into_iter().next()
+                && std::fs::read_dir(&dir).expect("list").next().is_some()
+            {
+                marked_job_dir(&dir).await;
+                return dir;
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
