@@ -26,6 +26,8 @@ fn usage() -> Usage {
         wall_time_us: 789,
         output_bytes: 12,
         log_bytes: 34,
+        peak_scratch_bytes: 56,
+        scratch_files: 7,
     }
 }
 

@@ -91,6 +91,14 @@
 //! bounded by the worker and never fail a job. Outside WebAssembly (in your unit
 //! tests) they print to stderr.
 //!
+//! # Scratch files
+//!
+//! A handler has no filesystem unless its route grants a scratch directory
+//! (`jobbox handler deploy … --scratch 64MiB`). Then each job gets a fresh, empty
+//! directory at [`scratch::DIR`] (`/tmp`, also in `TMPDIR`), usable with `std::fs`
+//! and removed when the job ends. Writes past the route's limits fail with an I/O
+//! error the handler can handle ([`scratch::is_full`]); see the [`scratch`] module.
+//!
 //! [jobbox]: https://example.invalid/jobbox
 
 mod codec;
@@ -99,6 +107,7 @@ mod error;
 mod host;
 pub mod log;
 mod runtime;
+pub mod scratch;
 
 pub use context::Context;
 pub use error::{Error, ErrorKind, ResultExt};

@@ -51,6 +51,20 @@ pub const DEFAULT_OUTPUT_BYTES: u64 = (NATS_MAX_PAYLOAD - 256 * 1024) as u64;
 /// (see [`crate::ErrorType::is_deterministic`]).
 pub const DEFAULT_MAX_RETRIES: u32 = 3;
 
+/// Default scratch directory size: 0, no scratch directory.
+///
+/// Why: a handler gets no filesystem unless its route grants one at deploy time
+/// (`jobbox handler deploy … --scratch 64MiB`).
+pub const DEFAULT_SCRATCH_BYTES: u64 = 0;
+
+/// Default number of files, directories and symlinks a job may create in its scratch
+/// directory when the route grants one without saying how many: 1024.
+///
+/// Why: enough for an archive tool's or a database's temporary files; small enough
+/// that a job creating files in a loop fills its quota long before the worker's
+/// filesystem runs out of inodes.
+pub const DEFAULT_SCRATCH_FILES: u64 = 1024;
+
 /// The limits a handler runs under: concrete values, no options.
 ///
 /// A [`crate::Route`] carries one of these as the ceiling for every job of its
@@ -72,6 +86,11 @@ pub struct HandlerLimits {
     pub log_lines: u64,
     /// Retries after the first attempt (so at most `max_retries + 1` attempts).
     pub max_retries: u32,
+    /// Bytes a job may add to files in its scratch directory; 0 (the default) means
+    /// the job gets no scratch directory at all.
+    pub scratch_bytes: u64,
+    /// Files, directories and symlinks a job may create in its scratch directory.
+    pub scratch_files: u64,
 }
 
 impl HandlerLimits {
@@ -84,7 +103,15 @@ impl HandlerLimits {
         log_bytes: DEFAULT_LOG_BYTES,
         log_lines: DEFAULT_LOG_LINES,
         max_retries: DEFAULT_MAX_RETRIES,
+        scratch_bytes: DEFAULT_SCRATCH_BYTES,
+        scratch_files: DEFAULT_SCRATCH_FILES,
     };
+
+    /// Whether jobs under these limits get a scratch directory.
+    #[must_use]
+    pub const fn has_scratch(&self) -> bool {
+        self.scratch_bytes > 0
+    }
 }
 
 impl Default for HandlerLimits {
@@ -117,8 +144,8 @@ pub struct JobLimits {
 
 impl JobLimits {
     /// The effective limits: each requested value, lowered to the ceiling if it asks
-    /// for more; fields the job did not set, plus `log_lines` and `max_retries`, come
-    /// from the ceiling.
+    /// for more; fields the job did not set, plus `log_lines`, `max_retries` and the
+    /// scratch directory, come from the ceiling.
     #[must_use]
     pub fn clamp_to(&self, ceiling: &HandlerLimits) -> HandlerLimits {
         let pick = |asked: Option<u64>, max: u64| asked.map_or(max, |a| a.min(max));
@@ -130,6 +157,8 @@ impl JobLimits {
             log_bytes: pick(self.log_bytes, ceiling.log_bytes),
             log_lines: ceiling.log_lines,
             max_retries: ceiling.max_retries,
+            scratch_bytes: ceiling.scratch_bytes,
+            scratch_files: ceiling.scratch_files,
         }
     }
 }
@@ -149,6 +178,8 @@ mod tests {
                 log_bytes: 0,
                 log_lines: 0,
                 max_retries: 0,
+                scratch_bytes: 0,
+                scratch_files: 0,
             },
             HandlerLimits {
                 fuel: u64::MAX,
@@ -158,6 +189,8 @@ mod tests {
                 log_bytes: u64::MAX,
                 log_lines: u64::MAX,
                 max_retries: u32::MAX,
+                scratch_bytes: u64::MAX,
+                scratch_files: u64::MAX,
             },
             HandlerLimits {
                 fuel: 17,
@@ -167,6 +200,8 @@ mod tests {
                 log_bytes: 3,
                 log_lines: 2,
                 max_retries: 1,
+                scratch_bytes: 1 << 20,
+                scratch_files: 3,
             },
         ]
     }
@@ -207,6 +242,8 @@ mod tests {
                 assert!(got.log_bytes <= ceiling.log_bytes);
                 assert_eq!(got.log_lines, ceiling.log_lines);
                 assert_eq!(got.max_retries, ceiling.max_retries);
+                assert_eq!(got.scratch_bytes, ceiling.scratch_bytes);
+                assert_eq!(got.scratch_files, ceiling.scratch_files);
             }
         }
     }

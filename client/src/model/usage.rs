@@ -17,4 +17,10 @@ pub struct Usage {
     pub output_bytes: u64,
     /// Bytes of log text written by the handler (including any that were dropped).
     pub log_bytes: u64,
+    /// Scratch-directory bytes counted against the job's limit at their highest.
+    /// Deleting a file gives nothing back, so this is the total the job added to
+    /// files (at least its true peak on disk); 0 without a scratch directory.
+    pub peak_scratch_bytes: u64,
+    /// Files, directories and symlinks the job created in its scratch directory.
+    pub scratch_files: u64,
 }

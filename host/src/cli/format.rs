@@ -27,6 +27,18 @@ pub fn usage(usage: &Usage) -> String {
         micros(usage.wall_time_us),
         size(usage.output_bytes),
         size(usage.log_bytes),
+    ) + &scratch(usage)
+}
+
+/// The scratch part of a receipt, empty for a job that wrote no scratch.
+fn scratch(usage: &Usage) -> String {
+    if usage.peak_scratch_bytes == 0 && usage.scratch_files == 0 {
+        return String::new();
+    }
+    format!(
+        " · scratch {} in {} files",
+        size(usage.peak_scratch_bytes),
+        usage.scratch_files
     )
 }
 

@@ -87,6 +87,15 @@ struct DeployArgs {
     /// Retries for a retryable failure, unless a job asks for fewer.
     #[arg(long)]
     max_retries: Option<u32>,
+    /// Give each job a fresh scratch directory (`/tmp` in the guest) of this size,
+    /// e.g. 64MiB: bytes a job may add to files there. Off by default. Workers cap
+    /// it (`jobbox worker --max-scratch`).
+    #[arg(long, value_parser = parse_size)]
+    scratch: Option<u64>,
+    /// Files, directories and symlinks a job may create in its scratch directory
+    /// (default 1024; needs --scratch).
+    #[arg(long, requires = "scratch")]
+    scratch_files: Option<u64>,
     /// Who is deploying (default: $USER).
     #[arg(long)]
     deployed_by: Option<String>,
@@ -116,6 +125,12 @@ pub async fn run(args: HandlerArgs, output: Output) -> anyhow::Result<ExitCode> 
             }
             if let Some(max_retries) = deploy_args.max_retries {
                 limits.max_retries = max_retries;
+            }
+            if let Some(scratch) = deploy_args.scratch {
+                limits.scratch_bytes = scratch;
+            }
+            if let Some(files) = deploy_args.scratch_files {
+                limits.scratch_files = files;
             }
             let options = DeployOptions {
                 version: deploy_args.version,

@@ -11,7 +11,7 @@ use jobbox::{HandlerLimits, Job};
 use serde_json::json;
 
 use super::{Output, format, parse_fuel, parse_size};
-use crate::sandbox::{EngineConfig, JobControl, RunOutcome, Sandbox};
+use crate::sandbox::{EngineConfig, JobControl, RunOutcome, Sandbox, ScratchArea, ScratchCaps};
 
 /// Longest a local compile may take before `jobbox run` gives up.
 const COMPILE_TIMEOUT: Duration = Duration::from_secs(60);
@@ -45,6 +45,13 @@ pub struct RunArgs {
     /// Largest output the job may return, e.g. 1MiB.
     #[arg(long, value_parser = parse_size)]
     max_output: Option<u64>,
+    /// Give the job a scratch directory (`/tmp` in the guest) of this size, e.g.
+    /// 64MiB, made under the default scratch root and removed afterwards.
+    #[arg(long, value_parser = parse_size)]
+    scratch: Option<u64>,
+    /// Files, directories and symlinks the job may create there (default 1024).
+    #[arg(long, requires = "scratch")]
+    scratch_files: Option<u64>,
 }
 
 pub async fn run(args: RunArgs, output: Output) -> anyhow::Result<ExitCode> {
@@ -61,11 +68,27 @@ pub async fn run(args: RunArgs, output: Output) -> anyhow::Result<ExitCode> {
         (None, None) => b"{}".to_vec(),
     };
     let limits = limits(&args);
-    let sandbox = Sandbox::new(EngineConfig {
-        concurrency: 1,
-        max_memory_bytes: limits.memory_bytes,
-        pooling: false,
-    })?;
+    let scratch = if limits.has_scratch() {
+        let root = crate::sandbox::scratch::area::default_root();
+        let caps = ScratchCaps {
+            max_bytes: limits.scratch_bytes,
+            max_files: limits.scratch_files,
+        };
+        Some(
+            ScratchArea::open(&root, caps)
+                .with_context(|| format!("failed to set up the scratch area {}", root.display()))?,
+        )
+    } else {
+        None
+    };
+    let sandbox = Sandbox::with_scratch(
+        EngineConfig {
+            concurrency: 1,
+            max_memory_bytes: limits.memory_bytes,
+            pooling: false,
+        },
+        scratch,
+    )?;
     let handler = sandbox
         .load(Arc::from(bytes), COMPILE_TIMEOUT)
         .await
@@ -95,6 +118,12 @@ fn limits(args: &RunArgs) -> HandlerLimits {
     }
     if let Some(timeout) = args.timeout {
         limits.timeout_ms = u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX);
+    }
+    if let Some(scratch) = args.scratch {
+        limits.scratch_bytes = scratch;
+    }
+    if let Some(files) = args.scratch_files {
+        limits.scratch_files = files;
     }
     if let Some(max_output) = args.max_output {
         limits.output_bytes = max_output;

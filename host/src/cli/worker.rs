@@ -7,6 +7,7 @@ use clap::Args;
 use tokio_util::sync::CancellationToken;
 
 use super::{NatsArgs, parse_size};
+use crate::sandbox::ScratchCaps;
 use crate::worker::{Worker, WorkerConfig};
 
 /// Arguments of `jobbox worker`.
@@ -42,6 +43,19 @@ pub struct WorkerArgs {
     /// Compile every handler at start, without the on-disk cache.
     #[arg(long, conflicts_with = "cache_dir")]
     no_cache: bool,
+    /// Where jobs' scratch directories are made (made private, mode 0700; default: a
+    /// directory of this user's under the system temp dir). Workers may share one;
+    /// what dead workers left in it is removed at start.
+    #[arg(long, env = "JOBBOX_SCRATCH_DIR")]
+    scratch_dir: Option<std::path::PathBuf>,
+    /// Largest scratch directory any one job may get, whatever its route grants,
+    /// e.g. 1GiB.
+    #[arg(long, value_parser = parse_size, default_value = "1GiB")]
+    max_scratch: u64,
+    /// Most files, directories and symlinks any one job may create in its scratch
+    /// directory, whatever its route grants.
+    #[arg(long, default_value_t = crate::sandbox::scratch::area::DEFAULT_MAX_SCRATCH_FILES)]
+    max_scratch_files: u64,
 }
 
 impl WorkerArgs {
@@ -53,6 +67,11 @@ impl WorkerArgs {
         config.ack_wait = self.ack_wait;
         config.shutdown_grace = self.shutdown_grace;
         config.prefetch = self.prefetch;
+        config.scratch_dir.clone_from(&self.scratch_dir);
+        config.scratch_caps = ScratchCaps {
+            max_bytes: self.max_scratch,
+            max_files: self.max_scratch_files,
+        };
         if let Some(id) = &self.worker_id {
             config.worker_id.clone_from(id);
         }

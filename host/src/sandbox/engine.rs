@@ -12,6 +12,7 @@ use super::limits::{
     ASYNC_STACK_BYTES, EPOCH_TICK, MAX_CORE_INSTANCES_PER_JOB, MAX_MEMORIES_PER_JOB,
     MAX_TABLE_ELEMENTS, MAX_TABLES_PER_JOB, MAX_WASM_STACK_BYTES,
 };
+use super::scratch::fs::ScratchFs;
 use super::state::JobState;
 
 /// How an engine is sized.
@@ -110,13 +111,24 @@ fn keep_slots_resident(pool: &mut PoolingAllocationConfig) {
     }
 }
 
-/// Builds the linker: WASI p2 (no preopens, no network, no environment; see
-/// [`JobState::new`]) and the `jobbox:handler/host` imports. Nothing else.
+/// Builds the linker: WASI p2 (no preopens but a job's scratch directory, no
+/// network, no environment; see [`JobState::new`]), with `wasi:filesystem/types`
+/// replaced by the quota-charging [`ScratchFs`], and the `jobbox:handler/host`
+/// imports. Nothing else.
 pub fn build_linker(engine: &Engine) -> anyhow::Result<Linker<JobState>> {
     let mut linker = Linker::new(engine);
     wasmtime_wasi::p2::add_to_linker_async(&mut linker)
         .map_err(anyhow::Error::from)
         .context("failed to add WASI to the linker")?;
+    // The same interface again, ours this time: it replaces wasmtime-wasi's.
+    linker.allow_shadowing(true);
+    wasmtime_wasi::p2::bindings::filesystem::types::add_to_linker::<_, ScratchFs>(
+        &mut linker,
+        JobState::scratch_fs,
+    )
+    .map_err(anyhow::Error::from)
+    .context("failed to add the scratch filesystem to the linker")?;
+    linker.allow_shadowing(false);
     HandlerWorld::add_to_linker::<_, HasSelf<_>>(&mut linker, |state| state)
         .map_err(anyhow::Error::from)
         .context("failed to add the jobbox host imports to the linker")?;

@@ -14,6 +14,7 @@ pub mod limits;
 mod outcome;
 mod output;
 mod runner;
+pub mod scratch;
 mod state;
 
 use std::sync::Arc;
@@ -25,6 +26,7 @@ pub use engine::EngineConfig;
 pub use handler::{HANDLER_INTERFACE, Handler, LoadError, MAX_COMPONENT_BYTES, digest_of};
 pub use outcome::{Failure, RunOutcome};
 pub use runner::{JobControl, JobRun};
+pub use scratch::{ScratchArea, ScratchCaps};
 pub use state::CancelFlag;
 
 use state::JobState;
@@ -41,19 +43,32 @@ struct Inner {
     engine: Engine,
     linker: Linker<JobState>,
     config: EngineConfig,
+    /// Where jobs' scratch directories are made; `None`: jobs that ask for one fail.
+    scratch: Option<ScratchArea>,
 }
 
 impl std::fmt::Debug for Sandbox {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Sandbox")
             .field("config", &self.inner.config)
+            .field("scratch", &self.inner.scratch)
             .finish_non_exhaustive()
     }
 }
 
 impl Sandbox {
-    /// Builds the engine and linker and starts the epoch ticker.
+    /// Builds the engine and linker and starts the epoch ticker. Jobs get no scratch
+    /// directory (see [`Sandbox::with_scratch`]).
     pub fn new(config: EngineConfig) -> anyhow::Result<Self> {
+        Self::with_scratch(config, None)
+    }
+
+    /// Like [`Sandbox::new`], with jobs whose limits grant a scratch directory given
+    /// one in `scratch` (and without one failing, as `internal`).
+    pub fn with_scratch(
+        config: EngineConfig,
+        scratch: Option<ScratchArea>,
+    ) -> anyhow::Result<Self> {
         let engine = engine::build_engine(config)?;
         let linker = engine::build_linker(&engine)?;
         engine::start_epoch_ticker(&engine)?;
@@ -62,6 +77,7 @@ impl Sandbox {
                 engine,
                 linker,
                 config,
+                scratch,
             }),
         })
     }
@@ -74,6 +90,11 @@ impl Sandbox {
     /// How the engine was sized.
     pub fn config(&self) -> EngineConfig {
         self.inner.config
+    }
+
+    /// Where jobs' scratch directories are made, if anywhere.
+    pub fn scratch(&self) -> Option<&ScratchArea> {
+        self.inner.scratch.as_ref()
     }
 
     pub(crate) fn linker(&self) -> &Linker<JobState> {

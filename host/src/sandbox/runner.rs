@@ -6,6 +6,7 @@
 //! receipt, then teardown: the store is dropped and its pool slot reset). The stages
 //! are public so that the criterion bench can time each one.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use jobbox::{ErrorType, HandlerLimits, Job, JobProgress, Usage};
@@ -16,7 +17,8 @@ use super::bindings::{GuestJobRef, HandlerError, HandlerWorld};
 use super::classify::classify;
 use super::limits::{HOST_CALL_GRACE, HOSTCALL_BYTES, STDIO_CAPTURE_BYTES};
 use super::outcome::{Failure, RunOutcome};
-use super::state::{CancelFlag, Interruption, JobState};
+use super::scratch::{JobScratch, ScratchQuota};
+use super::state::{CancelFlag, Interruption, JobState, ScratchGrant};
 use super::{Handler, Sandbox};
 
 /// How the worker talks to a running job: cancel it, watch its progress.
@@ -45,6 +47,11 @@ type Called = wasmtime::Result<Result<Vec<u8>, HandlerError>>;
 /// Never reused: [`JobRun::finish`] consumes it.
 pub struct JobRun {
     store: Store<JobState>,
+    /// The job's scratch directory, removed when the run is dropped: declared after
+    /// `store`, so the store (and every file the guest had open) goes first.
+    scratch: Option<JobScratch>,
+    /// Why the run cannot start, found while preparing it.
+    failed: Option<Failure>,
     started: Instant,
     timeout: Duration,
     limits: HandlerLimits,
@@ -87,17 +94,32 @@ impl Sandbox {
     }
 
     /// A fresh store for one job under `limits`: fuel, memory and table limits,
-    /// the epoch deadline and WASI with nothing granted. The job's clock starts now.
+    /// the epoch deadline and WASI with nothing granted but a fresh scratch
+    /// directory if the limits ask for one. The job's clock starts now.
     pub fn prepare(&self, limits: HandlerLimits, control: JobControl) -> JobRun {
         let started = Instant::now();
         let timeout = Duration::from_millis(limits.timeout_ms);
-        let state = JobState::new(
+        let deadline = started + timeout;
+        let (mut scratch, mut failed) = match self.grant_scratch(&limits) {
+            Ok(granted) => (granted, None),
+            Err(failure) => (None, Some(failure)),
+        };
+        let granted = scratch.as_ref().map(|(dir, quota)| ScratchGrant {
+            host_dir: dir.path(),
+            quota: Arc::clone(quota),
+        });
+        let (state, scratch_error) = JobState::new(
             limits,
-            started + timeout,
+            deadline,
             control.cancel,
             control.progress,
             STDIO_CAPTURE_BYTES,
+            granted,
         );
+        if let Some(error) = scratch_error {
+            scratch = None;
+            failed = Some(Failure::new(ErrorType::Internal, format!("{error:#}")).retryable(true));
+        }
         let mut store = Store::new(self.engine(), state);
         store.limiter(|state| &mut state.limiter);
         store.set_hostcall_fuel(HOSTCALL_BYTES);
@@ -112,6 +134,8 @@ impl Sandbox {
         });
         JobRun {
             store,
+            scratch: scratch.map(|(dir, _)| dir),
+            failed,
             started,
             timeout,
             limits,
@@ -121,10 +145,56 @@ impl Sandbox {
     }
 }
 
+impl Sandbox {
+    /// A fresh scratch directory and its allowance, if `limits` grant one: the
+    /// route's size and file count, each capped by this worker's [`ScratchCaps`].
+    ///
+    /// [`ScratchCaps`]: super::ScratchCaps
+    fn grant_scratch(
+        &self,
+        limits: &HandlerLimits,
+    ) -> Result<Option<(JobScratch, Arc<ScratchQuota>)>, Failure> {
+        if !limits.has_scratch() {
+            return Ok(None);
+        }
+        let Some(area) = self.scratch() else {
+            return Err(Failure::new(
+                ErrorType::Internal,
+                "the route grants a scratch directory, but this sandbox has no scratch area",
+            )
+            .retryable(true));
+        };
+        let caps = area.caps();
+        let quota = ScratchQuota::new(
+            limits.scratch_bytes.min(caps.max_bytes),
+            limits.scratch_files.min(caps.max_files),
+        );
+        let dir = area.job_dir().map_err(|e| {
+            Failure::new(
+                ErrorType::Internal,
+                format!(
+                    "failed to create a scratch directory in {}: {e}",
+                    area.worker_dir().display()
+                ),
+            )
+            .retryable(true)
+        })?;
+        Ok(Some((dir, Arc::new(quota))))
+    }
+}
+
 impl JobRun {
+    /// The job's scratch directory on the host, if it has one.
+    pub fn scratch_dir(&self) -> Option<&std::path::Path> {
+        self.scratch.as_ref().map(JobScratch::path)
+    }
+
     /// Instantiates `handler` into this run's store. Returns whether it succeeded;
     /// a failure is kept for [`JobRun::finish`] to classify.
     pub async fn instantiate(&mut self, handler: &Handler) -> bool {
+        if self.failed.is_some() {
+            return false;
+        }
         match handler.pre.instantiate_async(&mut self.store).await {
             Ok(instance) => {
                 self.instance = Some(instance);
@@ -175,6 +245,8 @@ impl JobRun {
             wall_time_us: u64::try_from(wall_time.as_micros()).unwrap_or(u64::MAX),
             output_bytes: 0,
             log_bytes: state.log.bytes,
+            peak_scratch_bytes: state.scratch.bytes(),
+            scratch_files: state.scratch.files(),
         };
         let logs = std::mem::take(&mut state.log.entries);
         let logs_dropped = state.log.dropped;
@@ -182,10 +254,17 @@ impl JobRun {
             .fuel
             .saturating_sub(self.store.get_fuel().unwrap_or(0));
 
-        let result = match self.called.take() {
+        let called = match self.failed.take() {
+            Some(failure) => Some(Ok(Err(failure))),
+            None => self
+                .called
+                .take()
+                .map(|called| called.map(|r| r.map_err(guest_failure))),
+        };
+        let result = match called {
             None => Err(abandoned(interrupted)),
             Some(Err(error)) => Err(classify(&error, interrupted, &stderr)),
-            Some(Ok(Err(guest_error))) => Err(guest_failure(guest_error)),
+            Some(Ok(Err(failure))) => Err(failure),
             Some(Ok(Ok(output))) => {
                 usage.output_bytes = output.len() as u64;
                 if usage.output_bytes > limits.output_bytes {

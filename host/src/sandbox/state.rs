@@ -1,6 +1,7 @@
 //! What a job's `Store` holds: WASI context, resource accounting and what the guest
 //! reported through the host imports.
 
+use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
@@ -8,12 +9,15 @@ use std::time::Instant;
 use jobbox::{HandlerLimits, JobProgress, LogEntry};
 use tokio::sync::watch;
 use wasmtime::component::ResourceTable;
-use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+use wasmtime_wasi::filesystem::WasiFilesystemCtxView;
+use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxView, WasiView};
 
 use super::limits::{
     MAX_CORE_INSTANCES_PER_JOB, MAX_MEMORIES_PER_JOB, MAX_TABLE_ELEMENTS, MAX_TABLES_PER_JOB,
 };
 use super::output::CappedOutput;
+use super::scratch::fs::ScratchFsView;
+use super::scratch::{GUEST_SCRATCH_DIR, ScratchQuota};
 
 /// Why the epoch callback stopped a job.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -132,30 +136,64 @@ pub struct JobState {
     pub(super) deadline: Instant,
     pub(super) cancel: CancelFlag,
     pub(super) interrupted: Option<Interruption>,
+    /// The job's scratch allowance (zero, and unused, without a scratch directory).
+    pub(super) scratch: Arc<ScratchQuota>,
+}
+
+/// A job's scratch directory as its state sees it: where it is on the host, and the
+/// allowance.
+pub(super) struct ScratchGrant<'a> {
+    pub host_dir: &'a Path,
+    pub quota: Arc<ScratchQuota>,
 }
 
 impl JobState {
-    /// A fresh state with no filesystem, network, environment or arguments, and
-    /// stdout/stderr captured into capped buffers.
+    /// A fresh state with no network, environment or arguments, stdout/stderr
+    /// captured into capped buffers, and no filesystem but the job's scratch
+    /// directory if it has one (preopened as [`GUEST_SCRATCH_DIR`], with `TMPDIR`
+    /// pointing at it). If the scratch directory cannot be opened, the state has none
+    /// and the error is returned beside it.
     pub(super) fn new(
         limits: HandlerLimits,
         deadline: Instant,
         cancel: CancelFlag,
         progress: watch::Sender<Option<JobProgress>>,
         stdio_capture: usize,
-    ) -> Self {
+        scratch: Option<ScratchGrant<'_>>,
+    ) -> (Self, Option<anyhow::Error>) {
         let stdout = CappedOutput::new(stdio_capture);
         let stderr = CappedOutput::new(stdio_capture);
         // The builder's defaults deny filesystem, sockets and name lookup; nothing
-        // below grants any of them.
-        let wasi = WasiCtx::builder()
+        // below grants any of them but the scratch directory.
+        let mut builder = WasiCtx::builder();
+        builder
             .stdout(stdout.clone())
             .stderr(stderr.clone())
             .allow_tcp(false)
             .allow_udp(false)
-            .allow_ip_name_lookup(false)
-            .build();
-        Self {
+            .allow_ip_name_lookup(false);
+        let mut scratch_error = None;
+        let mut quota = Arc::new(ScratchQuota::new(0, 0));
+        if let Some(grant) = scratch {
+            // Filesystem calls run on the job's own thread, not on a blocking pool:
+            // no call of the job's can still be creating a file after its store is
+            // dropped and its directory removed. (Stream writes still finish on a
+            // blocking thread, into files already open.)
+            builder
+                .allow_blocking_current_thread(true)
+                .env("TMPDIR", GUEST_SCRATCH_DIR);
+            match builder.preopened_dir(grant.host_dir, GUEST_SCRATCH_DIR, FsPerms::ReadWrite) {
+                Ok(_) => quota = grant.quota,
+                Err(e) => {
+                    scratch_error = Some(anyhow::Error::from(e).context(format!(
+                        "failed to open the scratch directory {}",
+                        grant.host_dir.display()
+                    )));
+                }
+            }
+        }
+        let wasi = builder.build();
+        let state = Self {
             wasi,
             table: ResourceTable::new(),
             limiter: JobLimiter {
@@ -175,6 +213,19 @@ impl JobState {
             deadline,
             cancel,
             interrupted: None,
+            scratch: quota,
+        };
+        (state, scratch_error)
+    }
+
+    /// The guest's filesystem: wasmtime-wasi's, charged to the job's quota.
+    pub(super) fn scratch_fs(&mut self) -> ScratchFsView<'_> {
+        ScratchFsView {
+            fs: WasiFilesystemCtxView {
+                ctx: self.wasi.filesystem(),
+                table: &mut self.table,
+            },
+            quota: &self.scratch,
         }
     }
 

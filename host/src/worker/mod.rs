@@ -40,7 +40,7 @@ pub use store::MAX_ERROR_BYTES;
 pub use verdict::{Verdict, decide};
 
 use crate::registry::{HandlerLoader, RouteTable, watch_routes};
-use crate::sandbox::{EngineConfig, Sandbox};
+use crate::sandbox::{EngineConfig, Sandbox, ScratchArea, ScratchCaps};
 
 /// Default time a fetched job may go without an ack or progress ack before
 /// JetStream hands it to another worker.
@@ -75,6 +75,12 @@ pub struct WorkerConfig {
     pub prefetch: Option<u32>,
     /// Job types run by native functions instead of components (benchmarks only).
     pub native: NativeHandlers,
+    /// Where jobs' scratch directories are made (default: a private directory under
+    /// the system temp dir, see [`crate::sandbox::scratch::area::default_root`]).
+    /// Leftovers of dead workers in it are removed when the worker starts.
+    pub scratch_dir: Option<std::path::PathBuf>,
+    /// The most scratch any one job gets here, whatever its route grants.
+    pub scratch_caps: ScratchCaps,
 }
 
 impl WorkerConfig {
@@ -90,6 +96,8 @@ impl WorkerConfig {
             cache_dir: None,
             prefetch: None,
             native: NativeHandlers::default(),
+            scratch_dir: None,
+            scratch_caps: ScratchCaps::default(),
         }
     }
 
@@ -149,11 +157,24 @@ impl Worker {
         for queue in &config.queues {
             anyhow::ensure!(jobbox::is_valid_name(queue), "invalid queue name {queue:?}");
         }
-        let sandbox = Sandbox::new(EngineConfig {
-            concurrency: config.concurrency,
-            max_memory_bytes: config.max_memory_bytes,
-            pooling: true,
-        })
+        let scratch_root = config
+            .scratch_dir
+            .clone()
+            .unwrap_or_else(crate::sandbox::scratch::area::default_root);
+        let scratch = ScratchArea::open(&scratch_root, config.scratch_caps).with_context(|| {
+            format!(
+                "failed to set up the scratch area {}",
+                scratch_root.display()
+            )
+        })?;
+        let sandbox = Sandbox::with_scratch(
+            EngineConfig {
+                concurrency: config.concurrency,
+                max_memory_bytes: config.max_memory_bytes,
+                pooling: true,
+            },
+            Some(scratch),
+        )
         .context("failed to build the sandbox")?;
         let mut loader = HandlerLoader::new(client.clone(), sandbox.clone());
         if let Some(dir) = &config.cache_dir {

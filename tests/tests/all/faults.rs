@@ -449,3 +449,98 @@ async fn a_full_store_holds_jobs_without_rerunning_them_and_they_finish_when_spa
     );
     worker.stop().await;
 }
+
+/// The first job directory under `root` (`<root>/<worker>/<job>/`) with a marker
+/// file in it, waiting up to `timeout` for one.
+fn job_dir_with_marker(root: &std::path::Path, timeout: Duration) -> std::path::PathBuf {
+    let deadline = Instant::now() + timeout;
+    let dirs = |dir: &std::path::Path| -> Vec<std::path::PathBuf> {
+        std::fs::read_dir(dir)
+            .map(|entries| {
+                entries
+                    .filter_map(Result::ok)
+                    .map(|e| e.path())
+                    .filter(|p| p.is_dir())
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    loop {
+        for job in dirs(root).iter().flat_map(|worker| dirs(worker)) {
+            let marked = std::fs::read_dir(&job).is_ok_and(|mut entries| {
+                entries.any(|e| {
+                    e.is_ok_and(|e| e.file_name().to_string_lossy().starts_with("marker-"))
+                })
+            });
+            if marked {
+                return job;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no job wrote its marker under {}",
+            root.display()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_killed_mid_job_leaves_scratch_that_the_next_start_removes() {
+    let server = NatsServer::start();
+    let url = server.url();
+    let client = Client::connect(&url).await.expect("connect");
+    // Deployed through the CLI, as an operator would: `--scratch` grants it.
+    let deployed = std::process::Command::new(jobbox_tests::jobbox_bin())
+        .args(["handler", "deploy", "scratch-peek", guests::SCRATCH_PEEK])
+        .args([
+            "--scratch",
+            "1MiB",
+            "--scratch-files",
+            "10",
+            "--timeout",
+            "2s",
+        ])
+        .args(["--nats-url", &url])
+        .output()
+        .expect("run jobbox handler deploy");
+    assert!(deployed.status.success(), "{deployed:?}");
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let root = tmp.path().join("scratch");
+    let root_arg = root.to_str().expect("utf-8 path");
+    let args = [
+        "--queue",
+        "kill9",
+        "--ack-wait",
+        "2s",
+        "--scratch-dir",
+        root_arg,
+    ];
+    let mut first = KillOnDrop(spawn_worker_process(&url, &args));
+    let job = Job::json("scratch-peek", &json!({"mode": "spin"}))
+        .expect("job")
+        .queue("kill9");
+    client.enqueue(&job).await.expect("enqueue");
+    let leftover = job_dir_with_marker(&root, Duration::from_secs(60));
+    let worker_dir = leftover.parent().expect("worker dir").to_path_buf();
+
+    first.0.kill().expect("kill -9 the worker");
+    first.0.wait().expect("reap the worker");
+    assert!(
+        leftover.is_dir(),
+        "a killed worker cannot clean up after itself"
+    );
+
+    let _second = KillOnDrop(spawn_worker_process(&url, &args));
+    // The sweep removes the dead worker's directory, then its lock file.
+    let lock = std::path::PathBuf::from(format!("{}.lock", worker_dir.display()));
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while worker_dir.exists() || lock.exists() {
+        assert!(
+            Instant::now() < deadline,
+            "{} or its lock is still there after the restart",
+            worker_dir.display()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}

@@ -467,6 +467,7 @@ async fn jobs_cannot_raise_their_routes_ceilings() {
         log_bytes: 1024,
         log_lines: 1000,
         max_retries: 1,
+        ..HandlerLimits::DEFAULT
     };
     let (_server, client, worker) = start(
         2,

@@ -21,4 +21,5 @@ mod poison;
 mod readme;
 mod sandbox;
 mod schedules;
+mod scratch;
 mod worker;
