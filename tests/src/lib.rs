@@ -158,3 +158,40 @@ pub fn wait_exit(
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+/// Waits until `queue` has nothing pending and nothing unacknowledged on any lane: every
+/// message ended (a worker acks a job only once its terminal event is stored).
+pub async fn wait_settled(client: &Client, queue: &str, timeout: Duration) {
+    let unsettled = || async {
+        let jobs = client
+            .jetstream()
+            .get_stream(jobbox::nats::JOBS_STREAM)
+            .await
+            .ok()?;
+        let mut open = 0;
+        for lane in jobbox::nats::Lane::BY_URGENCY {
+            let Ok(mut consumer) = jobs
+                .get_consumer::<async_nats::jetstream::consumer::pull::Config>(
+                    &jobbox::nats::consumer_name(queue, lane),
+                )
+                .await
+            else {
+                continue;
+            };
+            let info = consumer.info().await.ok()?;
+            open += info.num_pending + info.num_ack_pending as u64;
+        }
+        Some(open)
+    };
+    let wait = async {
+        while unsettled().await != Some(0) {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    };
+    if tokio::time::timeout(timeout, wait).await.is_err() {
+        panic!(
+            "queue {queue} still has {:?} open messages after {timeout:?}",
+            unsettled().await
+        );
+    }
+}

@@ -12,7 +12,7 @@ use jobbox::{Client, EventsFrom, Job, JobEvent, JobEventType, JobResult, JobStat
 use jobbox_host::worker::{NativeHandlers, WorkerConfig};
 use jobbox_tests::{
     KillOnDrop, NatsServer, RunningWorker, brief, deploy_guest, guests, spawn_worker_process,
-    wait_exit, wait_result,
+    wait_exit, wait_result, wait_settled,
 };
 use serde_json::json;
 
@@ -43,43 +43,6 @@ async fn until_results(client: &Client, count: u64, timeout: Duration) {
         panic!(
             "only {} of {count} results after {timeout:?}",
             results_stored(client).await
-        );
-    }
-}
-
-/// Waits until `queue` has nothing pending and nothing unacknowledged on any lane: every
-/// message ended (a worker acks a job only once its terminal event is stored).
-async fn until_settled(client: &Client, queue: &str, timeout: Duration) {
-    let unsettled = || async {
-        let jobs = client
-            .jetstream()
-            .get_stream(nats::JOBS_STREAM)
-            .await
-            .ok()?;
-        let mut open = 0;
-        for lane in nats::Lane::BY_URGENCY {
-            let Ok(mut consumer) = jobs
-                .get_consumer::<async_nats::jetstream::consumer::pull::Config>(
-                    &nats::consumer_name(queue, lane),
-                )
-                .await
-            else {
-                continue;
-            };
-            let info = consumer.info().await.ok()?;
-            open += info.num_pending + info.num_ack_pending as u64;
-        }
-        Some(open)
-    };
-    let wait = async {
-        while unsettled().await != Some(0) {
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    };
-    if tokio::time::timeout(timeout, wait).await.is_err() {
-        panic!(
-            "queue {queue} still has {:?} open messages after {timeout:?}",
-            unsettled().await
         );
     }
 }
@@ -234,7 +197,7 @@ async fn three_server_crashes_under_load_leave_one_result_and_one_end_per_job() 
     until_results(&client, JOBS as u64, Duration::from_secs(300)).await;
     let total = started.elapsed();
     // A job's terminal event follows its result: read events once every message ended.
-    until_settled(&client, "crash", Duration::from_secs(60)).await;
+    wait_settled(&client, "crash", Duration::from_secs(60)).await;
 
     let results = results_of(&client, &jobs).await;
     for stored in results.values() {

@@ -5,10 +5,10 @@ use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
 use futures::StreamExt;
-use jobbox::nats::{self, Lane};
 use jobbox::{Client, EventsFrom, Job, JobEventType, JobStatus};
 use jobbox_tests::{
     NatsServer, RunningWorker, brief, deploy_guest, guests, spawn_worker_process, wait_result,
+    wait_settled,
 };
 use serde_json::{Value, json};
 
@@ -39,24 +39,6 @@ async fn collect_events(
         .await
         .unwrap_or_else(|_| panic!("only {} of {count} events arrived", collected.len()));
     collected
-}
-
-/// Asserts no lane consumer of `queue` has messages pending or unacked.
-async fn assert_all_acked(client: &Client, queue: &str) {
-    let stream = client
-        .jetstream()
-        .get_stream(nats::JOBS_STREAM)
-        .await
-        .expect("jobs stream");
-    for lane in Lane::BY_URGENCY {
-        let mut consumer: async_nats::jetstream::consumer::PullConsumer = stream
-            .get_consumer(&nats::consumer_name(queue, lane))
-            .await
-            .expect("lane consumer exists");
-        let info = consumer.info().await.expect("consumer info");
-        assert_eq!(info.num_ack_pending, 0, "{lane:?}: unacked messages");
-        assert_eq!(info.num_pending, 0, "{lane:?}: undelivered messages");
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -116,7 +98,7 @@ async fn a_thousand_jobs_across_two_workers() {
             job.id
         );
     }
-    assert_all_acked(&client, "e2e").await;
+    wait_settled(&client, "e2e", Duration::from_secs(30)).await;
     for worker in workers {
         worker.stop().await;
     }
@@ -188,7 +170,7 @@ async fn a_sigkilled_worker_loses_no_job() {
             job.id
         );
     }
-    assert_all_acked(&client, "kill").await;
+    wait_settled(&client, "kill", Duration::from_secs(30)).await;
     survivor.stop().await;
 }
 
@@ -208,7 +190,7 @@ async fn an_enqueue_retried_with_the_same_id_is_one_job() {
     let result = wait_result(&client, &job.id, Duration::from_secs(30)).await;
     assert_eq!(result.status, JobStatus::Completed);
     assert_eq!(result.attempts, 1);
-    assert_all_acked(&client, "dedupe").await;
+    wait_settled(&client, "dedupe", Duration::from_secs(30)).await;
     worker.stop().await;
 }
 
