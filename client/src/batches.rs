@@ -234,7 +234,7 @@ impl Client {
                 batches.push(batch);
             }
         }
-        batches.sort_by(|a, b| a.created_at.cmp(&b.created_at));
+        batches.sort_by_key(|a| a.created_at);
         Ok(batches)
     }
 
@@ -476,7 +476,7 @@ mod tests {
             job("C", &["A"]),
             job("D", &["B", "C"]),
         ];
-        let (record, jobs) = prepare(BatchSpec::new("d", jobs).id("bt")).unwrap();
+        let (record, jobs) = prepare(BatchSpec::new("d", jobs).id("bt")).expect("a diamond is fine");
         assert_eq!(record.jobs, 4);
         assert_eq!(jobs[3].id, "bt-3");
         assert_eq!(jobs[3].depends_on, ["bt-1", "bt-2"]);
@@ -486,7 +486,7 @@ mod tests {
     #[test]
     fn cycles_are_refused() {
         let jobs = vec![job("A", &["C"]), job("B", &["A"]), job("C", &["B"])];
-        let err = prepare(BatchSpec::new("c", jobs).id("bt")).unwrap_err();
+        let err = prepare(BatchSpec::new("c", jobs).id("bt")).expect_err("a cycle");
         assert!(err.to_string().contains("cycle"), "{err}");
         let jobs = vec![job("A", &["A"])];
         assert!(prepare(BatchSpec::new("c", jobs).id("bt")).is_err());
@@ -522,8 +522,8 @@ mod tests {
         let spec = BatchSpec::new("n", vec![job("A", &[])])
             .id("bt")
             .on_complete(job("x", &["A"]));
-        let (record, _) = prepare(spec).unwrap();
-        let callback = record.on_complete.unwrap();
+        let (record, _) = prepare(spec).expect("valid");
+        let callback = record.on_complete.expect("kept");
         assert_eq!(callback.id, "bt-on_complete");
         assert!(callback.depends_on.is_empty());
     }
