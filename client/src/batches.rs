@@ -476,7 +476,8 @@ mod tests {
             job("C", &["A"]),
             job("D", &["B", "C"]),
         ];
-        let (record, jobs) = prepare(BatchSpec::new("d", jobs).id("bt")).expect("a diamond is fine");
+        let (record, jobs) =
+            prepare(BatchSpec::new("d", jobs).id("bt")).expect("a diamond is fine");
         assert_eq!(record.jobs, 4);
         assert_eq!(jobs[3].id, "bt-3");
         assert_eq!(jobs[3].depends_on, ["bt-1", "bt-2"]);
