@@ -162,8 +162,13 @@ impl Client {
     /// for a delayed job) and the job itself with `Nats-Msg-Id` = job id, so a retried
     /// enqueue never makes a second job. The publishes go out together; this returns
     /// once JetStream has stored all of them (one round trip).
+    ///
+    /// A job with `depends_on` is refused when a dependency is not a known job.
     pub async fn enqueue(&self, job: &Job) -> Result<Enqueued, ClientError> {
         job.validate()?;
+        if !job.depends_on.is_empty() {
+            self.check_dependencies(std::slice::from_ref(job)).await?;
+        }
         let pending = self.send_enqueue(job).await?;
         pending.stored(job).await
     }

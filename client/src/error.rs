@@ -44,6 +44,10 @@ pub enum ClientError {
     /// The schedule was refused before it was stored.
     #[error("invalid schedule: {0}")]
     InvalidSchedule(InvalidSchedule),
+    /// The batch was refused before anything was stored (a bad name, an unknown
+    /// dependency, a cycle, ...).
+    #[error("invalid batch: {0}")]
+    InvalidBatch(String),
     /// The change conflicts with what is stored (e.g. the id is taken).
     #[error("conflict: {0}")]
     Conflict(String),

@@ -43,6 +43,8 @@ pub struct Layout {
     pub workers: kv::Store,
     /// The schedules bucket.
     pub schedules: kv::Store,
+    /// The batches bucket.
+    pub batches: kv::Store,
     /// The handler object store.
     pub handlers: object_store::ObjectStore,
 }
@@ -116,6 +118,7 @@ pub async fn ensure(js: &jetstream::Context) -> Result<Layout, ClientError> {
         routes: ensure_kv(js, nats::ROUTES_BUCKET, ROUTE_HISTORY, Duration::ZERO).await?,
         workers: ensure_kv(js, nats::WORKERS_BUCKET, 1, WORKER_TTL).await?,
         schedules: ensure_kv(js, nats::SCHEDULES_BUCKET, 1, Duration::ZERO).await?,
+        batches: ensure_kv(js, nats::BATCHES_BUCKET, 1, Duration::ZERO).await?,
         handlers: ensure_object_store(js, nats::HANDLERS_BUCKET).await?,
     })
 }

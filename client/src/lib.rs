@@ -19,6 +19,7 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+mod batches;
 mod client;
 mod error;
 mod job_view;
@@ -29,10 +30,15 @@ pub mod nats;
 pub mod schedules;
 pub mod wire;
 
+pub use batches::{BatchEnqueued, BatchSpec};
 pub use client::{Client, ENQUEUE_PIPELINE, Enqueued, EventsFrom, digest_of};
 pub use error::{ClientError, is_store_full};
 pub use jobs::{COUNTERS, CancelOutcome, final_event_id};
 
+pub use model::batch::{
+    MAX_BATCH_ID_LEN, MAX_BATCH_JOBS, batch_job_id, callback_job_id, is_valid_batch_id,
+    parse_batch_job_id,
+};
 pub use model::*;
 pub use schedules::{
     Cadence, FireOutcome, InvalidSchedule, MAX_SCHEDULE_ID_LEN, ScheduleSpec, is_valid_schedule_id,

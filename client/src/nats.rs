@@ -13,6 +13,7 @@
 //! | dead letters | stream | [`DLQ_STREAM`], `jobbox.dlq.<queue>` |
 //! | workers | KV with TTL | [`WORKERS_BUCKET`], key = worker id |
 //! | schedules | KV | [`SCHEDULES_BUCKET`], key = schedule id |
+//! | batches | KV | [`BATCHES_BUCKET`], key = batch id |
 
 use crate::model::JobEventType;
 
@@ -45,6 +46,33 @@ pub const ROUTES_BUCKET: &str = "jobbox_routes";
 pub const WORKERS_BUCKET: &str = "jobbox_workers";
 /// KV bucket: schedule id → `Schedule`.
 pub const SCHEDULES_BUCKET: &str = "jobbox_schedules";
+/// KV bucket: batch id → `BatchJob`.
+pub const BATCHES_BUCKET: &str = "jobbox_batches";
+
+/// The queue token of batch events: `jobbox.events._batches.<batch_id>.<event>`.
+pub const BATCH_EVENTS_TOKEN: &str = "_batches";
+
+/// Subject filters of the terminal job events (one per final status), which the
+/// workers' batch trackers follow.
+pub fn terminal_event_filters() -> Vec<String> {
+    [
+        JobEventType::Completed,
+        JobEventType::Failed,
+        JobEventType::DeadLettered,
+        JobEventType::Cancelled,
+    ]
+    .into_iter()
+    .map(|event| format!("jobbox.events.*.*.{}", event.as_token()))
+    .collect()
+}
+
+/// The job id in an event subject `jobbox.events.<queue>.<job_id>.<event>`.
+pub fn job_id_of_event_subject(subject: &str) -> Option<&str> {
+    let rest = subject.strip_prefix("jobbox.events.")?;
+    let mut tokens = rest.split('.');
+    let (_queue, job_id, _event) = (tokens.next()?, tokens.next()?, tokens.next()?);
+    tokens.next().is_none().then_some(job_id)
+}
 
 /// A priority lane of a queue. Each lane is its own subject and consumer; a worker
 /// takes from the highest non-empty lane first, and each lane is first in, first out.
@@ -198,6 +226,15 @@ mod tests {
         );
         assert_eq!(events_filter(None, Some("01J")), "jobbox.events.*.01J.*");
         assert_eq!(handler_object("sha256:ab"), "sha256-ab");
+        assert_eq!(
+            job_id_of_event_subject("jobbox.events.q.b-7.completed"),
+            Some("b-7")
+        );
+        assert_eq!(
+            job_id_of_event_subject("jobbox.events.q.b.7.completed"),
+            None
+        );
+        assert_eq!(terminal_event_filters()[0], "jobbox.events.*.*.completed");
     }
 
     #[test]

@@ -417,7 +417,8 @@ fn deterministic_error_types() {
             Trap,
             OutputTooLarge,
             InvalidHandler,
-            BadJob
+            BadJob,
+            DependencyFailed
         ]
     );
 }

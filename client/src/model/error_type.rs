@@ -30,6 +30,9 @@ wire_enum! {
         BadJob = "bad_job",
         /// The job was cancelled.
         Cancelled = "cancelled",
+        /// A job this one depends on ended in a status other than COMPLETED, and the
+        /// job's `on_dependency_failure` is `FAIL`.
+        DependencyFailed = "dependency_failed",
         /// A host-side error unrelated to the handler (NATS, I/O, a bug in jobbox).
         Internal = "internal",
     }
@@ -53,6 +56,7 @@ impl ErrorType {
                 | Self::OutputTooLarge
                 | Self::InvalidHandler
                 | Self::BadJob
+                | Self::DependencyFailed
         )
     }
 }

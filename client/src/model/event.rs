@@ -49,6 +49,12 @@ wire_enum! {
         ScheduleFailed = "SCHEDULE_FAILED",
         /// A schedule was removed. On the schedule's subject.
         ScheduleRemoved = "SCHEDULE_REMOVED",
+        /// Every job of a batch ended and none failed (`details.summary`). On the
+        /// batch's subject, `jobbox.events._batches.<batch_id>.batch_completed`.
+        BatchCompleted = "BATCH_COMPLETED",
+        /// Every job of a batch ended and at least one failed, was dead-lettered or
+        /// cancelled (`details.summary`). On the batch's subject.
+        BatchFailed = "BATCH_FAILED",
     }
 }
 
@@ -73,6 +79,8 @@ impl JobEventType {
             Self::HandlerSwapped => "handler_swapped",
             Self::ScheduleFailed => "schedule_failed",
             Self::ScheduleRemoved => "schedule_removed",
+            Self::BatchCompleted => "batch_completed",
+            Self::BatchFailed => "batch_failed",
             Self::Other(s) => {
                 let token: String = s
                     .chars()

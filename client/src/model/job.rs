@@ -151,6 +151,51 @@ pub struct Job {
     /// runs whatever the route points at.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub handler: Option<String>,
+    /// The batch this job belongs to (its id is then `<batch_id>-<n>`), set by
+    /// `Client::enqueue_batch`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub batch_id: Option<String>,
+    /// Job ids that must have COMPLETED before this job runs. Checked at enqueue
+    /// (unknown ids and cycles are refused) and again by the worker before each run.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub depends_on: Vec<String>,
+    /// What happens to this job when a dependency ends in any status but COMPLETED
+    /// (default: the job is cancelled).
+    #[serde(default, skip_serializing_if = "DependencyFailure::is_default")]
+    pub on_dependency_failure: DependencyFailure,
+    /// How many times a worker found the dependencies unfinished and put the job back
+    /// (drives the growing wait between checks). Not a delivery, not an attempt.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub dependency_checks: u32,
+}
+
+/// Most dependencies one job may have.
+///
+/// Why: the worker reads one result per dependency before each run; a few hundred
+/// keeps that check cheap, and 128 × [`MAX_NAME_LEN`] (16 KiB) fits in the 64 KiB
+/// headroom of [`MAX_PAYLOAD_BYTES`] next to the metadata.
+pub const MAX_DEPENDENCIES: usize = 128;
+
+/// What a job does when one of its dependencies fails for good.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum DependencyFailure {
+    /// The job is recorded CANCELLED without running (the default).
+    #[default]
+    Cancel,
+    /// The job is recorded FAILED without running.
+    Fail,
+}
+
+impl DependencyFailure {
+    fn is_default(&self) -> bool {
+        *self == Self::Cancel
+    }
+}
+
+#[allow(clippy::trivially_copy_pass_by_ref)] // serde's skip_serializing_if passes a reference
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 impl Job {
@@ -174,6 +219,10 @@ impl Job {
             limits: None,
             timeout_ms: None,
             handler: None,
+            batch_id: None,
+            depends_on: Vec::new(),
+            on_dependency_failure: DependencyFailure::Cancel,
+            dependency_checks: 0,
         }
     }
 
@@ -286,6 +335,24 @@ impl Job {
         self
     }
 
+    /// Makes the job wait until every job in `ids` has COMPLETED.
+    #[must_use]
+    pub fn depends_on<I, S>(mut self, ids: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.depends_on.extend(ids.into_iter().map(Into::into));
+        self
+    }
+
+    /// Sets what happens when a dependency fails for good.
+    #[must_use]
+    pub fn on_dependency_failure(mut self, policy: DependencyFailure) -> Self {
+        self.on_dependency_failure = policy;
+        self
+    }
+
     /// Sets the payload's content type.
     #[must_use]
     pub fn content_type(mut self, content_type: impl Into<String>) -> Self {
@@ -361,6 +428,21 @@ impl Job {
                 check_len(field, value)?;
             }
         }
+        if let Some(batch_id) = &self.batch_id {
+            check_name("batch_id", batch_id)?;
+        }
+        if self.depends_on.len() > MAX_DEPENDENCIES {
+            return Err(InvalidJob::TooManyDependencies {
+                count: self.depends_on.len(),
+                max: MAX_DEPENDENCIES,
+            });
+        }
+        for dependency in &self.depends_on {
+            check_name("depends_on", dependency)?;
+            if *dependency == self.id {
+                return Err(InvalidJob::DependsOnItself(self.id.clone()));
+            }
+        }
         if let Some(handler) = &self.handler {
             if handler.is_empty() {
                 return Err(InvalidJob::Empty { field: "handler" });
@@ -432,6 +514,17 @@ pub enum InvalidJob {
         /// The limit.
         max: usize,
     },
+    /// More than [`MAX_DEPENDENCIES`] entries in `depends_on`.
+    #[error("depends_on has {count} job ids, more than {max}")]
+    TooManyDependencies {
+        /// Entries in `depends_on`.
+        count: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// The job names itself in `depends_on` (the smallest cycle).
+    #[error("job {0} depends on itself")]
+    DependsOnItself(String),
     /// Priority above [`MAX_PRIORITY`].
     #[error("priority {0} is out of range 0..={MAX_PRIORITY}")]
     Priority(u8),

@@ -4,6 +4,7 @@
 //! fields; `docs/wire-format.md` is the field-by-field reference. All types are
 //! re-exported here and at the crate root.
 
+pub mod batch;
 pub mod cancel;
 pub mod dead_letter;
 pub mod error_type;
@@ -21,13 +22,15 @@ pub mod timestamp;
 pub mod usage;
 pub mod worker;
 
+pub use batch::{BatchCounts, BatchJob, BatchStatus, CallbackKind};
 pub use cancel::CancelRequest;
 pub use dead_letter::DeadLetter;
 pub use error_type::ErrorType;
 pub use event::{JobEvent, JobEventType};
 pub use job::{
-    DEFAULT_PRIORITY, DEFAULT_QUEUE, InvalidJob, Job, MAX_FIELD_LEN, MAX_METADATA_BYTES,
-    MAX_NAME_LEN, MAX_PAYLOAD_BYTES, MAX_PRIORITY, is_valid_name, new_id,
+    DEFAULT_PRIORITY, DEFAULT_QUEUE, DependencyFailure, InvalidJob, Job, MAX_DEPENDENCIES,
+    MAX_FIELD_LEN, MAX_METADATA_BYTES, MAX_NAME_LEN, MAX_PAYLOAD_BYTES, MAX_PRIORITY,
+    is_valid_name, new_id,
 };
 pub use limits::{
     DEFAULT_FUEL, DEFAULT_LOG_BYTES, DEFAULT_LOG_LINES, DEFAULT_MAX_RETRIES, DEFAULT_MEMORY_BYTES,

@@ -56,6 +56,11 @@ pub struct BenchArgs {
     /// `--concurrency` jobs in flight, and no worker.
     #[arg(long, conflicts_with_all = ["rate", "handler"])]
     transport: bool,
+    /// Enqueue all jobs as one batch (`Client::submit_batch`) and also report when
+    /// the batch record ended: the batch machinery's cost is the ratio to a run
+    /// without it.
+    #[arg(long, conflicts_with_all = ["rate", "transport"])]
+    batch: bool,
     /// Give up waiting for results after this long.
     #[arg(long, value_parser = humantime::parse_duration, default_value = "10m")]
     timeout: Duration,
@@ -96,6 +101,10 @@ struct Report {
     rate: Option<u32>,
     handler: HandlerKind,
     mode: &'static str,
+    /// Jobs enqueued as one batch.
+    batch: bool,
+    /// From the start to the batch record marked ended (with `--batch`).
+    batch_ended_s: Option<f64>,
     /// CPU-seconds per 1,000 jobs of this process (worker, enqueuer and watcher).
     cpu_s_per_1000_bench: Option<f64>,
     /// CPU-seconds per 1,000 jobs of the local nats-server (when it was started here).
@@ -178,6 +187,8 @@ pub async fn run(args: BenchArgs, output: Output) -> anyhow::Result<ExitCode> {
     let (sent_tx, mut sent_rx) = tokio::sync::mpsc::unbounded_channel::<(String, Instant)>();
     let enqueue_client = client.clone();
     let rate = args.rate;
+    let batch_id = args.batch.then(jobbox::new_id);
+    let enqueue_batch_id = batch_id.clone();
     let nats_pid = _local.as_ref().map(LocalNats::pid);
     let cpu_before = (
         cpu_seconds(std::process::id()),
@@ -185,6 +196,15 @@ pub async fn run(args: BenchArgs, output: Output) -> anyhow::Result<ExitCode> {
     );
     let start = Instant::now();
     let enqueuer = tokio::spawn(async move {
+        if let Some(batch_id) = enqueue_batch_id {
+            let now = Instant::now();
+            for n in 0..jobs.len() as u64 {
+                let _ = sent_tx.send((jobbox::batch_job_id(&batch_id, n), now));
+            }
+            let spec = jobbox::BatchSpec::new("bench", jobs).id(batch_id);
+            enqueue_client.submit_batch(spec).await?;
+            return anyhow::Ok(());
+        }
         match rate {
             Some(rate) => {
                 let mut ticker =
@@ -262,6 +282,13 @@ pub async fn run(args: BenchArgs, output: Output) -> anyhow::Result<ExitCode> {
     let cpu_bench = per_1000(cpu_before.0, cpu_seconds(std::process::id()));
     let cpu_nats = per_1000(cpu_before.1, nats_pid.and_then(cpu_seconds));
     enqueuer.await.context("enqueuer panicked")??;
+    let batch_ended_s = match &batch_id {
+        Some(batch_id) => {
+            client.wait_batch(batch_id, args.timeout).await?;
+            Some(start.elapsed().as_secs_f64())
+        }
+        None => None,
+    };
     shutdown.cancel();
     if let Some(worker_task) = worker_task {
         let _ = worker_task.await;
@@ -290,6 +317,8 @@ pub async fn run(args: BenchArgs, output: Output) -> anyhow::Result<ExitCode> {
         },
         cpu_s_per_1000_bench: cpu_bench,
         cpu_s_per_1000_nats: cpu_nats,
+        batch: args.batch,
+        batch_ended_s,
     };
     match output {
         Output::Json => outln!("{}", serde_json::to_string(&report)?),
@@ -315,6 +344,9 @@ pub async fn run(args: BenchArgs, output: Output) -> anyhow::Result<ExitCode> {
                 report.latency_ms.p99,
                 report.latency_ms.max
             );
+            if let Some(ended) = report.batch_ended_s {
+                outln!("as one batch: the batch record ended {ended:.2} s after the start");
+            }
             if let (Some(bench), Some(nats)) = (cpu_bench, cpu_nats) {
                 outln!(
                     "CPU per 1,000 jobs: {bench:.3} s jobbox (worker + enqueuer + watcher) + {nats:.3} s nats-server = {:.3} s",

@@ -9,6 +9,7 @@ macro_rules! outln {
     }};
 }
 
+mod batch;
 mod bench;
 mod bench_transport;
 mod dev;
@@ -104,6 +105,8 @@ enum Command {
     Stats(jobs::ListArgs),
     /// The dead-letter queue: list and replay.
     Dlq(jobs::DlqArgs),
+    /// Batches: enqueue many jobs as one, follow, wait for and cancel them.
+    Batch(batch::BatchArgs),
     /// Recurring jobs: add, list, show, pause, resume, rm, trigger.
     Schedule(schedule::ScheduleArgs),
     /// Run a handler once, locally, without NATS: try a handler before deploying it.
@@ -128,6 +131,7 @@ impl Cli {
             Command::Workers(args) => jobs::workers(args, output).await,
             Command::Stats(args) => jobs::stats(args, output).await,
             Command::Dlq(args) => jobs::dlq(args, output).await,
+            Command::Batch(args) => batch::run(args, output).await,
             Command::Schedule(args) => schedule::run(args, output).await,
             Command::Run(args) => run::run(args, output).await,
             Command::Bench(args) => bench::run(args, output).await,

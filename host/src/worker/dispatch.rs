@@ -128,6 +128,9 @@ pub(super) async fn process(shared: &Shared, fetched: Fetched) {
             .await;
         }
     }
+    if super::batches::gate(shared, &message, &job, sequence, ack_wait).await {
+        return;
+    }
     run(shared, &message, &held, job, ack_wait, sequence).await;
 }
 

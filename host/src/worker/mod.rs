@@ -3,6 +3,7 @@
 
 mod admit;
 mod backoff;
+mod batches;
 mod cancels;
 mod counters;
 mod dispatch;
@@ -31,6 +32,7 @@ use tokio_util::task::TaskTracker;
 
 pub use admit::DELIVERY_SLACK;
 pub use backoff::{RETRY_BASE, RETRY_CAP, retry_delay};
+pub use batches::{FLUSH_INTERVAL as BATCH_FLUSH_INTERVAL, RECONCILE_AFTER};
 pub use counters::FLUSH_INTERVAL;
 pub use heartbeat::HEARTBEAT_INTERVAL;
 pub use native::{NATIVE_DIGEST, NativeFn, NativeHandlers, echo as native_echo};
@@ -138,6 +140,8 @@ pub(crate) struct Shared {
     pub events: events::EventSink,
     /// Per-queue counts not yet flushed.
     pub queue_counters: counters::QueueCounters,
+    /// Active batches, as the batch tracker last saw them.
+    pub batches: batches::BatchBook,
 }
 
 /// A running worker.
@@ -198,6 +202,7 @@ impl Worker {
                 cancelled: cancels::RecentCancels::default(),
                 events,
                 queue_counters: counters::QueueCounters::default(),
+                batches: batches::BatchBook::default(),
             }),
         })
     }
@@ -237,6 +242,8 @@ impl Worker {
             shared.config.worker_id.clone(),
             background.clone(),
         ));
+        // Batches: any live worker ends them and fires their callbacks (worker/batches/).
+        tokio::spawn(batches::run(Arc::clone(&shared), background.clone()));
         let counters = {
             let shared = Arc::clone(&shared);
             let stop = background.clone();

@@ -1,5 +1,7 @@
 //! jobbox's integration tests: one binary, a module per area (one link step).
 //!
+//! - `batches`: batches and dependencies: exact counts after a kill -9, callbacks once,
+//!   a dependency diamond, refusals at enqueue, cancellation, resumable enqueue.
 //! - `sandbox`: real guests in the sandbox, no NATS.
 //! - `worker`: the worker end to end against a real nats-server.
 //! - `bad_input`: bad messages, unknown job types, hostile guests through the worker.
@@ -13,6 +15,7 @@
 //! - `schedules`: recurring jobs across a fleet: once per tick, kills, pause, restarts.
 
 mod bad_input;
+mod batches;
 mod faults;
 mod hostile;
 mod hot_swap;
