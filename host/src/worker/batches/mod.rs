@@ -112,6 +112,42 @@ async fn follow(
 ) -> anyhow::Result<()> {
     let client = &shared.client;
     let mut watch = client.layout().batches.watch_with_history(">").await?;
+    // The terminal events are followed only while a batch is active: with none, a
+    // worker reads no job event at all (a fleet of N workers would otherwise have the
+    // server deliver every job's end N more times). Ends that go by before the feed
+    // opens are made up from the results (see RECONCILE_AFTER).
+    let mut events: Option<consumer::pull::Ordered> = None;
+    let mut ticker = tokio::time::interval(FLUSH_INTERVAL);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        if tallies.is_empty() {
+            events = None;
+        } else if events.is_none() {
+            events = Some(open_events(client).await?);
+        }
+        let next_event = async {
+            match events.as_mut() {
+                Some(events) => events.next().await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            () = stop.cancelled() => return Ok(()),
+            entry = watch.next() => match entry {
+                Some(entry) => apply_entry(shared, tallies, &entry?),
+                None => anyhow::bail!("the batches watch ended"),
+            },
+            message = next_event => match message {
+                Some(message) => saw_event(shared, tallies, message?.subject.as_str()),
+                None => anyhow::bail!("the events feed ended"),
+            },
+            _ = ticker.tick() => tick(shared, tallies).await,
+        }
+    }
+}
+
+/// An ordered consumer of the terminal job events from now on.
+async fn open_events(client: &Client) -> anyhow::Result<consumer::pull::Ordered> {
     let stream = client.jetstream().get_stream(nats::EVENTS_STREAM).await?;
     let events = stream
         .create_consumer(consumer::pull::OrderedConfig {
@@ -120,23 +156,7 @@ async fn follow(
             ..Default::default()
         })
         .await?;
-    let mut events = events.messages().await?;
-    let mut ticker = tokio::time::interval(FLUSH_INTERVAL);
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            () = stop.cancelled() => return Ok(()),
-            entry = watch.next() => match entry {
-                Some(entry) => apply_entry(shared, tallies, &entry?),
-                None => anyhow::bail!("the batches watch ended"),
-            },
-            message = events.next() => match message {
-                Some(message) => saw_event(shared, tallies, message?.subject.as_str()),
-                None => anyhow::bail!("the events feed ended"),
-            },
-            _ = ticker.tick() => tick(shared, tallies).await,
-        }
-    }
+    Ok(events.messages().await?)
 }
 
 /// Takes in a change of the batches bucket.
