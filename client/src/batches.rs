@@ -8,7 +8,7 @@ use std::time::Duration;
 use async_nats::jetstream::kv;
 use bytes::Bytes;
 use chrono::Utc;
-use futures::{StreamExt, TryStreamExt};
+use futures::StreamExt;
 
 use crate::error::{ClientError, NatsContext};
 use crate::model::batch::{
@@ -221,13 +221,7 @@ impl Client {
 
     /// Every batch record, oldest first.
     pub async fn batches(&self) -> Result<Vec<BatchJob>, ClientError> {
-        let keys: Vec<String> = match self.layout().batches.keys().await {
-            Ok(keys) => keys
-                .try_collect()
-                .await
-                .during(|| "list batches".to_string())?,
-            Err(e) => return Err(ClientError::nats("list batches", e)),
-        };
+        let keys = crate::layout::keys(&self.layout().batches, "batches").await?;
         let mut batches = Vec::with_capacity(keys.len());
         for key in keys {
             if let Some(batch) = self.batch(&key).await? {

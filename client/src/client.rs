@@ -443,13 +443,7 @@ impl Client {
 
     /// Every current route, sorted by job type.
     pub async fn routes(&self) -> Result<Vec<Route>, ClientError> {
-        let keys: Vec<String> = match self.layout.routes.keys().await {
-            Ok(keys) => keys
-                .try_collect()
-                .await
-                .during(|| "list routes".to_string())?,
-            Err(e) => return Err(ClientError::nats("list routes", e)),
-        };
+        let keys = crate::layout::keys(&self.layout.routes, "routes").await?;
         let mut routes = Vec::with_capacity(keys.len());
         for key in keys {
             if let Some(route) = self.route(&key).await? {

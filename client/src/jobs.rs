@@ -463,15 +463,7 @@ fn parse_counter(payload: &[u8]) -> u64 {
 impl Client {
     /// Live workers, from their heartbeats (an expired heartbeat is a dead worker).
     pub async fn workers(&self) -> Result<Vec<crate::model::WorkerStatus>, ClientError> {
-        let keys: Vec<String> = match self.layout().workers.keys().await {
-            Ok(keys) => {
-                use futures::TryStreamExt as _;
-                keys.try_collect()
-                    .await
-                    .during(|| "list workers".to_string())?
-            }
-            Err(e) => return Err(ClientError::nats("list workers", e)),
-        };
+        let keys = crate::layout::keys(&self.layout().workers, "workers").await?;
         let mut workers = Vec::with_capacity(keys.len());
         for key in keys {
             if let Some(bytes) = self

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use async_nats::jetstream::{self, kv, object_store, stream};
 
-use crate::error::ClientError;
+use crate::error::{ClientError, NatsContext};
 use crate::nats;
 
 /// How long job events are kept.
@@ -183,5 +183,15 @@ async fn ensure_object_store(
             .get_object_store(bucket)
             .await
             .map_err(|_| ClientError::nats(format!("create object store {bucket}"), create)),
+    }
+}
+
+/// Every key of `bucket` (what it holds named by `what`, for the error).
+pub(crate) async fn keys(bucket: &kv::Store, what: &str) -> Result<Vec<String>, ClientError> {
+    use futures::TryStreamExt as _;
+    let operation = || format!("list {what}");
+    match bucket.keys().await {
+        Ok(keys) => keys.try_collect().await.during(operation),
+        Err(e) => Err(ClientError::nats(operation(), e)),
     }
 }

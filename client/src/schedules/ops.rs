@@ -7,7 +7,6 @@
 use async_nats::jetstream::kv;
 use bytes::Bytes;
 use chrono::{DateTime, TimeDelta, Utc};
-use futures::TryStreamExt;
 
 use super::cadence::Cadence;
 use super::plan::{self, FirePlan};
@@ -103,13 +102,7 @@ impl Client {
 
     /// Every schedule, sorted by id.
     pub async fn schedules(&self) -> Result<Vec<Schedule>, ClientError> {
-        let keys: Vec<String> = match self.layout().schedules.keys().await {
-            Ok(keys) => keys
-                .try_collect()
-                .await
-                .during(|| "list schedules".to_string())?,
-            Err(e) => return Err(ClientError::nats("list schedules", e)),
-        };
+        let keys = crate::layout::keys(&self.layout().schedules, "schedules").await?;
         let mut schedules = Vec::with_capacity(keys.len());
         for key in keys {
             if let Some(stored) = self.stored_schedule(&key).await? {

@@ -6,8 +6,8 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use jobbox::{
-    BatchSpec, BatchStatus, CallbackKind, Client, ClientError, DependencyFailure, ErrorType, Job,
-    JobEvent, JobEventType, JobStatus, batch_job_id, callback_job_id, nats,
+    BatchJob, BatchSpec, BatchStatus, CallbackKind, Client, ClientError, DependencyFailure,
+    ErrorType, Job, JobEvent, JobEventType, JobStatus, batch_job_id, callback_job_id, nats,
 };
 use jobbox_tests::{
     KillOnDrop, NatsServer, RunningWorker, brief, deploy_guest, guests, spawn_worker_process,
@@ -65,6 +65,16 @@ async fn statuses(client: &Client, batch_id: &str, jobs: u64) -> HashMap<JobStat
         *by_status.entry(result.status).or_insert(0) += 1;
     }
     by_status
+}
+
+/// Enqueues `spec` as one batch and waits until it ended: its id and final record.
+async fn run_batch(client: &Client, spec: BatchSpec) -> (String, BatchJob) {
+    let batch_id = client.submit_batch(spec).await.expect("enqueue").batch_id;
+    let batch = client
+        .wait_batch(&batch_id, BATCH_TIMEOUT)
+        .await
+        .expect("ends");
+    (batch_id, batch)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -136,11 +146,7 @@ async fn a_batch_with_three_failing_jobs_fires_on_failure_once_and_not_on_succes
         .on_success(echo("bf", 100))
         .on_failure(echo("bf", 101))
         .on_complete(echo("bf", 102));
-    let batch_id = client.submit_batch(spec).await.expect("enqueue").batch_id;
-    let batch = client
-        .wait_batch(&batch_id, BATCH_TIMEOUT)
-        .await
-        .expect("ends");
+    let (batch_id, batch) = run_batch(&client, spec).await;
     assert_eq!(batch.status, BatchStatus::Failed, "{batch:?}");
     assert_eq!((batch.counts.completed, batch.counts.failed), (7, 3));
 
@@ -192,15 +198,7 @@ async fn a_dependency_diamond_runs_in_order_and_a_failure_cancels_or_fails_what_
 
     // All succeed: D (published first) starts only after B and C completed.
     let jobs = diamond("dia", sleepy("dia", 200), DependencyFailure::Cancel);
-    let batch_id = client
-        .submit_batch(BatchSpec::new("diamond", jobs))
-        .await
-        .expect("enqueue")
-        .batch_id;
-    let batch = client
-        .wait_batch(&batch_id, BATCH_TIMEOUT)
-        .await
-        .expect("ends");
+    let (batch_id, batch) = run_batch(&client, BatchSpec::new("diamond", jobs)).await;
     assert_eq!(batch.status, BatchStatus::Completed, "{batch:?}");
     let [d, c, b, a] = [0, 1, 2, 3].map(|n| batch_job_id(&batch_id, n));
     let mut results = HashMap::new();
@@ -230,15 +228,7 @@ async fn a_dependency_diamond_runs_in_order_and_a_failure_cancels_or_fails_what_
         ),
     ] {
         let jobs = diamond("dia", reject("dia"), policy);
-        let batch_id = client
-            .submit_batch(BatchSpec::new("broken diamond", jobs))
-            .await
-            .expect("enqueue")
-            .batch_id;
-        let batch = client
-            .wait_batch(&batch_id, BATCH_TIMEOUT)
-            .await
-            .expect("ends");
+        let (batch_id, batch) = run_batch(&client, BatchSpec::new("broken diamond", jobs)).await;
         assert_eq!(batch.status, BatchStatus::Failed, "{batch:?}");
         let d = batch_job_id(&batch_id, 0);
         let result = client.result(&d).await.expect("read").expect("result");

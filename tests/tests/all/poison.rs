@@ -190,3 +190,89 @@ async fn a_message_reusing_a_finished_jobs_id_runs_nothing() {
     assert_eq!(result, first, "the first result stands");
     worker.stop().await;
 }
+
+/// Publishes `job` as is, around the client's checks (as a hostile or old client
+/// would).
+async fn publish_raw(client: &Client, job: &Job) {
+    client
+        .jetstream()
+        .publish(
+            nats::job_subject(&job.queue, job.priority),
+            Bytes::from(wire::encode(job).expect("encode")),
+        )
+        .await
+        .expect("publish")
+        .await
+        .expect("stored");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_batch_and_dependency_fields_end_without_running() {
+    let server = NatsServer::start();
+    let client = Client::connect(&server.url()).await.expect("connect");
+    deploy_guest(&client, "echo", guests::ECHO).await;
+    let worker = RunningWorker::on(&server.url(), &["deps"], 2).await;
+    let echo = || {
+        Job::json("echo", &json!({}))
+            .expect("encodes")
+            .queue("deps")
+    };
+    let in_batch = |batch: &str| {
+        let mut job = echo();
+        job.batch_id = Some(batch.to_string());
+        job
+    };
+    let too_many: Vec<String> = (0..=jobbox::MAX_DEPENDENCIES)
+        .map(|n| format!("dep-{n}"))
+        .collect();
+    let huge = "x".repeat(10_000);
+    let mut refused = vec![
+        echo().depends_on(["a*"]),
+        echo().depends_on([huge.as_str()]),
+        echo().depends_on(too_many),
+        in_batch("a>"),
+    ];
+    let itself = echo();
+    let id = itself.id.clone();
+    refused.push(itself.depends_on([id]));
+    for job in &refused {
+        publish_raw(&client, job).await;
+    }
+    // A dependency that never runs: the job ends by its policy once it has looked
+    // often enough (here it claims to have looked every time already).
+    let mut orphan = echo().depends_on(["never-enqueued"]);
+    orphan.dependency_checks = u32::MAX;
+    publish_raw(&client, &orphan).await;
+    // A batch id naming no batch: the job runs like any other.
+    let stray = in_batch("no-such-batch");
+    publish_raw(&client, &stray).await;
+
+    for job in &refused {
+        let result = wait_result(&client, &job.id, Duration::from_secs(30)).await;
+        assert_eq!(result.status, JobStatus::Failed, "{}", brief(&result));
+        assert_eq!(
+            result.error_type,
+            Some(ErrorType::BadJob),
+            "{}",
+            brief(&result)
+        );
+    }
+    let result = wait_result(&client, &orphan.id, Duration::from_secs(30)).await;
+    assert_eq!(result.status, JobStatus::Cancelled, "{}", brief(&result));
+    assert!(
+        result
+            .error
+            .as_deref()
+            .is_some_and(|e| e.contains("never-enqueued")),
+        "{}",
+        brief(&result)
+    );
+    let result = wait_result(&client, &stray.id, Duration::from_secs(30)).await;
+    assert_eq!(result.status, JobStatus::Completed, "{}", brief(&result));
+    drained(&mut lane(&client, "deps").await).await;
+    for job in refused.iter().chain([&orphan]) {
+        let events = client.job_events(&job.id).await.expect("events");
+        assert_eq!(count(&events, JobEventType::Started), 0, "{events:#?}");
+    }
+    worker.stop().await;
+}

@@ -27,6 +27,22 @@ pub const DEPENDENCY_WAIT: Duration = Duration::from_millis(250);
 /// waiting on a long one costs one message schedule and a few reads per this period.
 pub const MAX_DEPENDENCY_WAIT: Duration = Duration::from_secs(5);
 
+/// How many times a job may find its dependencies unfinished before it ends: at
+/// [`MAX_DEPENDENCY_WAIT`] between looks, about the results' lifetime (7 days), past
+/// which a dependency's result may be gone and could never be seen.
+///
+/// Why: a job published around the enqueue checks (raw, or by an old client) may
+/// depend on an id that never runs; without a bound it would be put back forever.
+/// Counted by the worker on each hand-back, so a job can only shorten its wait.
+pub const MAX_DEPENDENCY_CHECKS: u32 =
+    (jobbox::layout::RESULTS_TTL.as_secs() / MAX_DEPENDENCY_WAIT.as_secs()) as u32;
+
+/// Whether a job that found its dependencies unfinished `checks` times has waited
+/// long enough. Pure.
+pub(crate) fn waited_too_long(checks: u32) -> bool {
+    checks >= MAX_DEPENDENCY_CHECKS
+}
+
 /// What the gate found about a job's dependencies.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Dependencies {
@@ -98,6 +114,19 @@ pub(in crate::worker) async fn gate(
     }
     match judge(&results) {
         Dependencies::Met => false,
+        Dependencies::Waiting if waited_too_long(job.dependency_checks) => {
+            let unfinished = results
+                .iter()
+                .find(|(_, status)| !status.is_some_and(JobStatus::is_terminal))
+                .map_or("?", |(id, _)| id.as_str());
+            let reason = format!(
+                "dependency {unfinished} did not end after {} looks (about {} days)",
+                job.dependency_checks,
+                jobbox::layout::RESULTS_TTL.as_secs() / 86_400
+            );
+            end_for_dependency(shared, message, job, ack_wait, reason).await;
+            true
+        }
         Dependencies::Waiting => {
             let mut later = job.clone();
             later.dependency_checks = later.dependency_checks.saturating_add(1);
@@ -109,19 +138,28 @@ pub(in crate::worker) async fn gate(
         }
         Dependencies::Broken(id, status) => {
             let reason = format!("dependency {id} ended {}", status.as_str());
-            let (failure, verdict) = match job.on_dependency_failure {
-                DependencyFailure::Cancel => {
-                    (Failure::new(ErrorType::Cancelled, reason), Verdict::Cancel)
-                }
-                DependencyFailure::Fail => (
-                    Failure::new(ErrorType::DependencyFailed, reason),
-                    Verdict::Fail,
-                ),
-            };
-            record::end_unrun(shared, message, job, ack_wait, failure, verdict).await;
+            end_for_dependency(shared, message, job, ack_wait, reason).await;
             true
         }
     }
+}
+
+/// Ends a job that will never run because of a dependency, by its policy.
+async fn end_for_dependency(
+    shared: &Shared,
+    message: &Message,
+    job: &Job,
+    ack_wait: Duration,
+    reason: String,
+) {
+    let (failure, verdict) = match job.on_dependency_failure {
+        DependencyFailure::Cancel => (Failure::new(ErrorType::Cancelled, reason), Verdict::Cancel),
+        DependencyFailure::Fail => (
+            Failure::new(ErrorType::DependencyFailed, reason),
+            Verdict::Fail,
+        ),
+    };
+    record::end_unrun(shared, message, job, ack_wait, failure, verdict).await;
 }
 
 #[cfg(test)]
@@ -151,6 +189,16 @@ mod tests {
             judge(&[dep("a", Some(JobStatus::Running))]),
             Dependencies::Waiting
         );
+    }
+
+    #[test]
+    fn waiting_ends_after_a_week_of_looks() {
+        assert!(!waited_too_long(0));
+        assert!(!waited_too_long(MAX_DEPENDENCY_CHECKS - 1));
+        assert!(waited_too_long(MAX_DEPENDENCY_CHECKS));
+        assert!(waited_too_long(u32::MAX));
+        let week = MAX_DEPENDENCY_WAIT * MAX_DEPENDENCY_CHECKS;
+        assert!(week >= jobbox::layout::RESULTS_TTL - MAX_DEPENDENCY_WAIT);
     }
 
     #[test]
