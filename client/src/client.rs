@@ -1,6 +1,8 @@
 //! [`Client`]: connect, enqueue, read and wait for results, follow events, and store
 //! handler code and routes.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use async_nats::HeaderMap;
@@ -95,13 +97,21 @@ impl Client {
     /// ```
     pub async fn connect(url: &str) -> Result<Self, ClientError> {
         let (connected, reconnects) = tokio::sync::watch::channel(0u64);
+        let connections = Arc::new(AtomicU64::new(0));
         let nats = async_nats::ConnectOptions::new()
             .name("jobbox")
             .connection_timeout(Duration::from_secs(5))
             .event_callback(move |event| {
                 let connected = connected.clone();
+                let connections = Arc::clone(&connections);
                 async move {
-                    if matches!(event, async_nats::Event::Connected) {
+                    // The first Connected is the initial connection, delivered
+                    // asynchronously: counted as a reconnect it would make every
+                    // worker drop its first pull requests (and the messages already on
+                    // their way, redelivered only after ack_wait).
+                    if matches!(event, async_nats::Event::Connected)
+                        && connections.fetch_add(1, Ordering::SeqCst) > 0
+                    {
                         connected.send_modify(|n| *n += 1);
                     }
                 }

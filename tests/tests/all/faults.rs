@@ -507,3 +507,26 @@ async fn a_worker_killed_mid_job_leaves_scratch_that_the_next_start_removes() {
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_first_connection_is_not_a_reconnect_and_a_server_restart_is() {
+    // Workers pull again when `reconnects` changes, dropping the pulls they had open.
+    // The initial connection is reported asynchronously too: taken for a reconnect, it
+    // made a worker drop its first pull and the messages already on their way, which
+    // came back only after ack_wait, as second attempts.
+    let mut server = NatsServer::start();
+    let client = Client::connect(&server.url()).await.expect("connect");
+    let mut reconnects = client.reconnects();
+    let changed = tokio::time::timeout(Duration::from_millis(500), reconnects.changed()).await;
+    assert!(
+        changed.is_err(),
+        "the first connection counted as a reconnect"
+    );
+    assert_eq!(*reconnects.borrow(), 0);
+    server.restart();
+    tokio::time::timeout(Duration::from_secs(30), reconnects.changed())
+        .await
+        .expect("a restart is a reconnect")
+        .expect("the client is alive");
+    assert_eq!(*reconnects.borrow_and_update(), 1);
+}

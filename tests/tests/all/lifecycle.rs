@@ -756,3 +756,43 @@ async fn a_job_that_reaches_its_lane_early_waits_until_it_is_due() {
     assert_eq!(result.attempts, 1, "hand-backs are not attempts");
     worker.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_due_while_its_hand_back_ends_runs_at_its_first_attempt() {
+    // Jobs published straight to the lane, due within a few milliseconds: each is
+    // handed back, and its copy can arrive while the worker still terminates the old
+    // message. The copy must be taken then, not left for redelivery (a whole
+    // ack_wait later, counted as a second attempt).
+    let server = NatsServer::start();
+    let client = Client::connect(&server.url()).await.expect("connect");
+    deploy_guest(&client, "echo", guests::ECHO).await;
+    let worker = RunningWorker::on(&server.url(), &["soon"], 16).await;
+    let mut ids = Vec::new();
+    for n in 0..200u32 {
+        let mut job = Job::json("echo", &json!({ "n": n }))
+            .expect("encodes")
+            .queue("soon");
+        job.scheduled_at = Some(Utc::now() + Duration::from_micros(u64::from(n % 40) * 100));
+        client
+            .jetstream()
+            .publish(
+                nats::job_subject("soon", job.priority),
+                Bytes::from(wire::encode(&job).expect("encode")),
+            )
+            .await
+            .expect("publish")
+            .await
+            .expect("stored");
+        ids.push(job.id);
+    }
+    let mut second_attempts = Vec::new();
+    for id in &ids {
+        let result = wait_result(&client, id, Duration::from_secs(60)).await;
+        assert_eq!(result.status, JobStatus::Completed, "{}", brief(&result));
+        if result.attempts != 1 {
+            second_attempts.push(brief(&result));
+        }
+    }
+    assert!(second_attempts.is_empty(), "{second_attempts:#?}");
+    worker.stop().await;
+}
