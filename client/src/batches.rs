@@ -10,9 +10,11 @@ use bytes::Bytes;
 use chrono::Utc;
 use futures::StreamExt;
 
+use crate::atomic::{self, AtomicOutcome, MAX_ATOMIC_JOBS};
 use crate::error::{ClientError, NatsContext};
 use crate::model::batch::{
-    MAX_BATCH_ID_LEN, MAX_BATCH_JOBS, batch_job_id, callback_job_id, is_valid_batch_id,
+    ENQUEUE_ABANDONED_AFTER, ENQUEUE_LEASE_REFRESH, MAX_BATCH_ID_LEN, MAX_BATCH_JOBS, batch_job_id,
+    callback_job_id, is_valid_batch_id,
 };
 use crate::model::{BatchJob, BatchStatus, CallbackKind, Job, MAX_FIELD_LEN};
 use crate::{Client, wire};
@@ -115,32 +117,108 @@ impl Client {
         let (record, jobs) = prepare(spec)?;
         self.check_dependencies(&jobs).await?;
         let existing = self.create_batch_record(&record).await?;
-        let outcomes = self.enqueue_many(&jobs).await?;
-        let mut added = 0;
-        for outcome in outcomes {
-            if !outcome?.duplicate {
-                added += 1;
-            }
-        }
-        if existing
+        let resuming = existing
             .as_ref()
-            .is_none_or(|b| b.status == BatchStatus::Enqueuing)
-        {
-            self.update_batch(&record.batch_id, |batch| {
-                if batch.status == BatchStatus::Enqueuing {
-                    batch.status = BatchStatus::Running;
-                    true
-                } else {
-                    false
-                }
-            })
-            .await?;
+            .is_some_and(|b| b.status == BatchStatus::Enqueuing);
+        if resuming {
+            self.renew_enqueue(&record.batch_id).await?;
+        }
+        let added = self.publish_batch_jobs(&record.batch_id, &jobs).await?;
+        if existing.is_none() || resuming {
+            let stored = self
+                .update_batch(&record.batch_id, |batch| {
+                    if batch.status == BatchStatus::Enqueuing && !batch.abandoned {
+                        batch.status = BatchStatus::Running;
+                        true
+                    } else {
+                        false
+                    }
+                })
+                .await?;
+            if stored.abandoned {
+                return Err(abandoned(&record.batch_id));
+            }
         }
         Ok(BatchEnqueued {
             batch_id: record.batch_id,
             job_ids: jobs.into_iter().map(|job| job.id).collect(),
             added,
         })
+    }
+
+    /// Publishes a batch's jobs and their enqueue events, [`MAX_ATOMIC_JOBS`] at a
+    /// time as one atomic publish each. A chunk the server refuses as a whole (some of
+    /// its jobs were stored by an earlier try, or the stream takes no atomic batches)
+    /// goes again one job at a time, where duplicates are dropped by id. Returns how
+    /// many jobs this call added.
+    async fn publish_batch_jobs(&self, batch_id: &str, jobs: &[Job]) -> Result<usize, ClientError> {
+        let mut atomic = true;
+        let mut added = 0;
+        let mut renewed = tokio::time::Instant::now();
+        for chunk in jobs.chunks(MAX_ATOMIC_JOBS) {
+            if renewed.elapsed() >= ENQUEUE_LEASE_REFRESH {
+                self.renew_enqueue(batch_id).await?;
+                renewed = tokio::time::Instant::now();
+            }
+            if atomic {
+                let mut events = Vec::with_capacity(chunk.len());
+                for job in chunk {
+                    for (event, id) in crate::jobs::enqueue_events(job) {
+                        events.push((job, self.publish_event_with_id(&event, &id).await?));
+                    }
+                }
+                let outcome = atomic::publish_jobs(self, chunk).await?;
+                for (job, ack) in events {
+                    ack.await
+                        .during(|| format!("record the enqueue of job {}", job.id))?;
+                }
+                match outcome {
+                    AtomicOutcome::Stored => {
+                        added += chunk.len();
+                        continue;
+                    }
+                    AtomicOutcome::Refused(reason) => {
+                        return Err(ClientError::nats(
+                            format!(
+                                "store jobs {} to {} as one batch (none of them was stored)",
+                                chunk[0].id,
+                                chunk[chunk.len() - 1].id
+                            ),
+                            std::io::Error::other(reason),
+                        ));
+                    }
+                    AtomicOutcome::OneByOne { disabled, reason } => {
+                        atomic = !disabled;
+                        tracing::debug!(
+                            first_job = %chunk[0].id,
+                            jobs = chunk.len(),
+                            %reason,
+                            "an atomic publish was refused; publishing one by one"
+                        );
+                    }
+                }
+            }
+            for outcome in self.enqueue_many(chunk).await? {
+                if !outcome?.duplicate {
+                    added += 1;
+                }
+            }
+        }
+        Ok(added)
+    }
+
+    /// Touches the record of a batch being enqueued, so that no worker takes it for
+    /// abandoned; an error if one already did.
+    async fn renew_enqueue(&self, batch_id: &str) -> Result<(), ClientError> {
+        let stored = self
+            .update_batch(batch_id, |batch| {
+                batch.status == BatchStatus::Enqueuing && !batch.abandoned
+            })
+            .await?;
+        if stored.abandoned {
+            return Err(abandoned(batch_id));
+        }
+        Ok(())
     }
 
     /// Stores `record` unless a batch with its id exists; an existing batch of the
@@ -157,6 +235,9 @@ impl Client {
                 let existing = self.batch(&record.batch_id).await?.ok_or_else(|| {
                     ClientError::Conflict(format!("batch {} vanished", record.batch_id))
                 })?;
+                if existing.abandoned {
+                    return Err(abandoned(&record.batch_id));
+                }
                 if existing.jobs != record.jobs || existing.batch_name != record.batch_name {
                     return Err(ClientError::Conflict(format!(
                         "batch {} exists with {} jobs named {:?}",
@@ -315,6 +396,16 @@ impl Client {
             .await
             .map_err(|_| ClientError::Timeout(timeout, format!("the end of batch {batch_id}")))?
     }
+}
+
+/// The error for an enqueue that comes back to a batch a worker gave up on.
+fn abandoned(batch_id: &str) -> ClientError {
+    ClientError::Conflict(format!(
+        "batch {batch_id} was abandoned: its enqueue showed no progress for over {} s, so \
+         the jobs it had not stored were cancelled; enqueue the jobs again under a new \
+         batch id",
+        ENQUEUE_ABANDONED_AFTER.as_secs()
+    ))
 }
 
 /// Checks a spec and turns it into the record and the jobs to publish: ids

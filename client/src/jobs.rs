@@ -34,36 +34,41 @@ pub(crate) async fn publish_job(
     job: &Job,
     message_id: &str,
 ) -> Result<jetstream::context::PublishAckFuture, ClientError> {
+    let (subject, headers, payload) = job_message(job, message_id)?;
+    client
+        .jetstream()
+        .send_publish(
+            subject,
+            PublishMessage::build().payload(payload).headers(headers),
+        )
+        .await
+        .during(|| format!("publish job {}", job.id))
+}
+
+/// The message that stores `job`: its subject (the lane, or the job's schedule
+/// subject when it is not yet due), headers (`Nats-Msg-Id` = `message_id`, and the
+/// schedule's) and payload.
+pub(crate) fn job_message(
+    job: &Job,
+    message_id: &str,
+) -> Result<(String, HeaderMap, Bytes), ClientError> {
     let payload = Bytes::from(wire::encode(job)?);
     let lane_subject = nats::job_subject(&job.queue, job.priority);
-    let publish = match job.scheduled_at {
+    let mut headers = HeaderMap::new();
+    headers.insert(async_nats::header::NATS_MESSAGE_ID, message_id);
+    match job.scheduled_at {
         Some(at) if at > Utc::now() => {
-            let mut headers = HeaderMap::new();
-            headers.insert(async_nats::header::NATS_MESSAGE_ID, message_id);
             let when = at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
             headers.insert("Nats-Schedule", format!("@at {when}").as_str());
             headers.insert("Nats-Schedule-Target", lane_subject.as_str());
-            client
-                .jetstream()
-                .send_publish(
-                    nats::scheduled_subject(&job.queue, &job.id),
-                    PublishMessage::build().payload(payload).headers(headers),
-                )
-                .await
+            Ok((
+                nats::scheduled_subject(&job.queue, &job.id),
+                headers,
+                payload,
+            ))
         }
-        _ => {
-            client
-                .jetstream()
-                .send_publish(
-                    lane_subject,
-                    PublishMessage::build()
-                        .payload(payload)
-                        .message_id(message_id),
-                )
-                .await
-        }
-    };
-    publish.during(|| format!("publish job {}", job.id))
+        _ => Ok((lane_subject, headers, payload)),
+    }
 }
 
 /// The events a just-enqueued job gets: SCHEDULED (with its due time) for a delayed

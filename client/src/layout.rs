@@ -67,6 +67,8 @@ pub async fn ensure(js: &jetstream::Context) -> Result<Layout, ClientError> {
             duplicate_window: DUPLICATE_WINDOW,
             // Delayed jobs are JetStream message schedules (server ≥ 2.12).
             allow_message_schedules: true,
+            // A batch's jobs go in all together, up to 1,000 at a time (≥ 2.12).
+            allow_atomic_publish: true,
             description: Some("jobbox: jobs waiting to run".into()),
             ..Default::default()
         },

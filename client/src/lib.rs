@@ -19,6 +19,7 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+mod atomic;
 mod batches;
 mod client;
 mod error;
@@ -30,14 +31,15 @@ pub mod nats;
 pub mod schedules;
 pub mod wire;
 
+pub use atomic::MAX_ATOMIC_JOBS;
 pub use batches::{BatchEnqueued, BatchSpec};
 pub use client::{Client, ENQUEUE_PIPELINE, Enqueued, EventsFrom, digest_of};
 pub use error::{ClientError, is_store_full};
 pub use jobs::{COUNTERS, CancelOutcome, final_event_id};
 
 pub use model::batch::{
-    MAX_BATCH_ID_LEN, MAX_BATCH_JOBS, batch_job_id, callback_job_id, is_valid_batch_id,
-    parse_batch_job_id,
+    ENQUEUE_ABANDONED_AFTER, ENQUEUE_LEASE_REFRESH, MAX_BATCH_ID_LEN, MAX_BATCH_JOBS, batch_job_id,
+    callback_job_id, is_valid_batch_id, parse_batch_job_id,
 };
 pub use model::*;
 pub use schedules::{

@@ -20,6 +20,19 @@ pub const MAX_BATCH_ID_LEN: usize = MAX_NAME_LEN - 24;
 /// bounded (seconds, a megabyte).
 pub const MAX_BATCH_JOBS: usize = 1_000_000;
 
+/// How long a batch may stay ENQUEUING without its enqueuer showing progress before
+/// a worker gives up on it: its jobs that have no result are recorded CANCELLED, and
+/// the batch ends (abandoned, so [`BatchJob::abandoned`]).
+///
+/// Why: a client that dies halfway through a batch leaves jobs out; retried with the
+/// same id within this time, the enqueue completes the batch (an enqueuer touches the
+/// record at least every [`ENQUEUE_LEASE_REFRESH`]), and past it nobody is coming
+/// back, so the batch must still end and fire its `on_complete`.
+pub const ENQUEUE_ABANDONED_AFTER: std::time::Duration = std::time::Duration::from_secs(600);
+
+/// How often a long batch enqueue touches its record to show it is still going.
+pub const ENQUEUE_LEASE_REFRESH: std::time::Duration = std::time::Duration::from_secs(60);
+
 wire_enum! {
     /// Where a batch is; SCREAMING_SNAKE_CASE on the wire.
     pub enum BatchStatus {
@@ -142,6 +155,11 @@ pub struct BatchJob {
     /// Set by `jobbox batch cancel`: the batch's jobs are being cancelled.
     #[serde(default)]
     pub cancel_requested: bool,
+    /// Set by a worker when the batch's enqueue stopped short for longer than
+    /// [`ENQUEUE_ABANDONED_AFTER`]: the jobs it never stored are recorded CANCELLED
+    /// (with `cancel_requested`, so the stored ones that have not started are too).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub abandoned: bool,
     /// Enqueued (payload = the batch summary) when every job COMPLETED.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub on_success: Option<Job>,
@@ -168,6 +186,7 @@ impl BatchJob {
             updated_at: now,
             active: true,
             cancel_requested: false,
+            abandoned: false,
             on_success: None,
             on_failure: None,
             on_complete: None,
@@ -183,6 +202,17 @@ impl BatchJob {
         #[allow(clippy::cast_precision_loss)] // a share for people, not a count
         let share = self.counts.ended() as f64 / self.jobs as f64;
         share.min(1.0)
+    }
+
+    /// True if the batch is still ENQUEUING and its enqueuer has not touched it for
+    /// longer than [`ENQUEUE_ABANDONED_AFTER`] at `now`.
+    #[must_use]
+    pub fn enqueue_abandoned(&self, now: DateTime<Utc>) -> bool {
+        self.status == BatchStatus::Enqueuing
+            && !self.abandoned
+            && (now - self.updated_at)
+                .to_std()
+                .is_ok_and(|idle| idle > ENQUEUE_ABANDONED_AFTER)
     }
 
     /// The callback template of `kind`, if the batch names one.
@@ -236,6 +266,7 @@ impl BatchJob {
             "failed": self.counts.failed,
             "dead_letter": self.counts.dead_letter,
             "cancelled": self.counts.cancelled,
+            "abandoned": self.abandoned,
             "created_at": self.created_at,
             "updated_at": self.updated_at,
         })
@@ -293,6 +324,25 @@ mod tests {
             callback_job_id("b", CallbackKind::OnComplete),
             "b-on_complete"
         );
+    }
+
+    #[test]
+    fn only_a_stale_enqueuing_batch_is_abandoned() {
+        let mut batch = BatchJob::new("b", "n", 3);
+        let idle = chrono::Duration::from_std(ENQUEUE_ABANDONED_AFTER).expect("fits");
+        let now = batch.updated_at;
+        assert!(!batch.enqueue_abandoned(now));
+        assert!(!batch.enqueue_abandoned(now + idle));
+        assert!(batch.enqueue_abandoned(now + idle + chrono::Duration::seconds(1)));
+        // A clock far behind or far ahead of the record's.
+        assert!(!batch.enqueue_abandoned(now - idle * 100));
+        assert!(batch.enqueue_abandoned(DateTime::<Utc>::MAX_UTC));
+        let later = now + idle * 2;
+        batch.status = BatchStatus::Running;
+        assert!(!batch.enqueue_abandoned(later));
+        batch.status = BatchStatus::Enqueuing;
+        batch.abandoned = true;
+        assert!(!batch.enqueue_abandoned(later), "abandoned once");
     }
 
     #[test]

@@ -230,10 +230,15 @@ fn document(batch: &BatchJob) -> Value {
 
 fn line(batch: &BatchJob) -> String {
     let c = &batch.counts;
+    let status = if batch.abandoned {
+        format!("{} (abandoned enqueue)", batch.status.as_str())
+    } else {
+        batch.status.as_str().to_string()
+    };
     format!(
         "{}  {:<10} {:>5.1}%  {} jobs: {} completed, {} failed, {} dead-letter, {} cancelled  ({})",
         batch.batch_id,
-        batch.status.as_str(),
+        status,
         batch.progress() * 100.0,
         batch.jobs,
         c.completed,

@@ -426,3 +426,129 @@ async fn a_half_enqueued_batch_retried_ends_exactly_complete_and_a_failing_callb
     );
     worker.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_whose_enqueuer_died_long_ago_ends_cancelled_with_one_result_per_job_and_a_late_retry_is_refused()
+ {
+    const JOBS: u64 = 6;
+    const STORED: u64 = 3;
+    let server = NatsServer::start();
+    let client = Client::connect(&server.url()).await.expect("connect");
+    deploy_guest(&client, "echo", guests::ECHO).await;
+    let jobs: Vec<Job> = (0..JOBS as usize).map(|n| echo("stuck", n)).collect();
+    // A client wrote the record and stored half the jobs, then died, longer ago than
+    // a worker waits for it.
+    let on_complete = callback_job_id("stuck", CallbackKind::OnComplete);
+    let mut record = BatchJob::new("stuck", "stuck", JOBS);
+    record.on_complete = Some(echo("stuck", 99).id(on_complete.as_str()));
+    let long_ago = chrono::Utc::now()
+        - chrono::Duration::from_std(jobbox::ENQUEUE_ABANDONED_AFTER).expect("fits")
+        - chrono::Duration::seconds(5);
+    record.created_at = long_ago;
+    record.updated_at = long_ago;
+    client
+        .layout()
+        .batches
+        .create("stuck", jobbox::encode(&record).expect("encodes").into())
+        .await
+        .expect("record");
+    let stored: Vec<Job> = jobs[..STORED as usize]
+        .iter()
+        .enumerate()
+        .map(|(n, job)| {
+            let mut job = job.clone().id(batch_job_id("stuck", n as u64));
+            job.batch_id = Some("stuck".into());
+            job
+        })
+        .collect();
+    for outcome in client.enqueue_many(&stored).await.expect("enqueue") {
+        outcome.expect("enqueued");
+    }
+    let worker = RunningWorker::on(&server.url(), &["stuck"], 4).await;
+    let batch = client
+        .wait_batch("stuck", BATCH_TIMEOUT)
+        .await
+        .expect("ends");
+    assert_eq!(batch.status, BatchStatus::Cancelled, "{batch:?}");
+    assert!(batch.abandoned, "{batch:?}");
+    assert_eq!(batch.counts.ended(), JOBS, "{batch:?}");
+    let by_status = statuses(&client, "stuck", JOBS).await;
+    assert!(
+        by_status.get(&JobStatus::Cancelled).copied().unwrap_or(0) >= JOBS - STORED,
+        "the jobs never stored are cancelled: {by_status:?}"
+    );
+    assert_eq!(
+        by_status.values().sum::<u64>(),
+        JOBS,
+        "one result per job: {by_status:?}"
+    );
+    let callback = wait_result(&client, &on_complete, BATCH_TIMEOUT).await;
+    assert_eq!(
+        callback.status,
+        JobStatus::Completed,
+        "{}",
+        brief(&callback)
+    );
+    // The enqueuer comes back, too late: refused, and what it stores now never runs.
+    let late = client
+        .submit_batch(BatchSpec::new("stuck", jobs.clone()).id("stuck"))
+        .await
+        .expect_err("refused");
+    assert!(
+        matches!(late, ClientError::Conflict(ref why) if why.contains("abandoned")),
+        "{late}"
+    );
+    let mut straggler = jobs[JOBS as usize - 1]
+        .clone()
+        .id(batch_job_id("stuck", JOBS - 1));
+    straggler.batch_id = Some("stuck".into());
+    client.enqueue(&straggler).await.expect("enqueue");
+    jobbox_tests::wait_settled(&client, "stuck", BATCH_TIMEOUT).await;
+    let events = client.job_events(&straggler.id).await.expect("events");
+    assert_eq!(count(&events, JobEventType::Started), 0, "{events:?}");
+    assert_eq!(results_stored(&client).await, JOBS + 1, "no second result");
+    worker.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_the_server_refuses_stores_none_of_its_jobs_and_a_fixed_retry_completes_it() {
+    const JOBS: usize = 10;
+    let server = NatsServer::start();
+    let client = Client::connect(&server.url()).await.expect("connect");
+    deploy_guest(&client, "echo", guests::ECHO).await;
+    // An operator caps the size of a job message below what one job of the batch needs.
+    let mut jobs_stream = client
+        .jetstream()
+        .get_stream(nats::JOBS_STREAM)
+        .await
+        .expect("stream");
+    let mut config = jobs_stream.info().await.expect("info").config.clone();
+    config.max_message_size = 4096;
+    client
+        .jetstream()
+        .update_stream(config)
+        .await
+        .expect("update");
+    let mut jobs: Vec<Job> = (0..JOBS).map(|n| echo("refused", n)).collect();
+    jobs[7] = Job::json("echo", &json!({ "big": "x".repeat(8192) }))
+        .expect("encodes")
+        .queue("refused");
+    let spec = |jobs: Vec<Job>| BatchSpec::new("refused", jobs).id("refused-batch");
+    let refused = client
+        .submit_batch(spec(jobs.clone()))
+        .await
+        .expect_err("refused");
+    let stored = jobs_stream.info().await.expect("info").state.messages;
+    assert_eq!(stored, 0, "all or nothing: {refused}");
+    jobs[7] = echo("refused", 7);
+    let enqueued = client.submit_batch(spec(jobs)).await.expect("retry");
+    assert_eq!(enqueued.added, JOBS);
+    let worker = RunningWorker::on(&server.url(), &["refused"], 4).await;
+    let batch = client
+        .wait_batch("refused-batch", BATCH_TIMEOUT)
+        .await
+        .expect("ends");
+    assert_eq!(batch.status, BatchStatus::Completed, "{batch:?}");
+    assert_eq!(batch.counts.completed, JOBS as u64);
+    worker.stop().await;
+}

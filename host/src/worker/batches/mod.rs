@@ -29,12 +29,12 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use async_nats::jetstream::consumer;
-use async_nats::jetstream::kv::{Entry, Operation};
+use async_nats::jetstream::kv::{self, Entry, Operation};
 use chrono::Utc;
 use futures::StreamExt;
 use jobbox::{
     BatchCounts, BatchJob, BatchStatus, CallbackKind, Client, ClientError, Job, JobEvent,
-    JobEventType, JobStatus, batch_job_id, nats, parse_batch_job_id, wire,
+    JobEventType, JobResult, JobStatus, batch_job_id, nats, parse_batch_job_id, wire,
 };
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -247,6 +247,12 @@ async fn tick(shared: &Shared, tallies: &mut HashMap<String, Tally>) {
         let Some(tally) = tallies.get_mut(&batch_id) else {
             continue;
         };
+        if batch.enqueue_abandoned(Utc::now()) {
+            if let Err(e) = abandon(&shared.client, &batch_id).await {
+                tracing::warn!(%batch_id, error = %e, "failed to give up on a batch's enqueue; trying again");
+            }
+            continue;
+        }
         if batch.cancel_requested {
             stop_running(shared, &batch_id);
         }
@@ -290,17 +296,92 @@ async fn tick(shared: &Shared, tallies: &mut HashMap<String, Tally>) {
     }
 }
 
-/// Reads the results of the jobs `tally` has not seen ending.
+/// Reads the results of the jobs `tally` has not seen ending. For an abandoned batch
+/// (quiet by now: its stored jobs were stopped or ran), records the jobs still
+/// without a result CANCELLED, so that the batch ends.
 async fn reconcile(client: &Client, batch: &BatchJob, tally: &mut Tally) {
     tally.last_reconcile = Some(Instant::now());
     let unseen = tally.unseen();
     let found = read_results(client, &batch.batch_id, unseen).await;
     let now = Instant::now();
+    let mut missing = Vec::new();
     for (n, status) in found {
-        if let Some(status) = status {
-            tally.saw(n, status, now);
+        match status {
+            Some(status) => {
+                tally.saw(n, status, now);
+            }
+            None => missing.push(n),
         }
     }
+    if batch.abandoned {
+        for (n, status) in cancel_unstored(client, &batch.batch_id, missing).await {
+            tally.saw(n, status, Instant::now());
+        }
+    }
+}
+
+/// Gives up on the enqueue of batch `batch_id` (ENQUEUING, untouched for longer than
+/// `ENQUEUE_ABANDONED_AFTER`): marks it abandoned and cancelled, so that its stored
+/// jobs stop or never start, and the others are recorded CANCELLED once it is quiet.
+/// A compare-and-set: the enqueuer touching the record first keeps it going.
+async fn abandon(client: &Client, batch_id: &str) -> Result<(), ClientError> {
+    let stored = client
+        .update_batch(batch_id, |batch| {
+            if !batch.enqueue_abandoned(Utc::now()) {
+                return false;
+            }
+            batch.abandoned = true;
+            batch.cancel_requested = true;
+            batch.status = BatchStatus::Running;
+            true
+        })
+        .await?;
+    if stored.abandoned {
+        tracing::warn!(%batch_id, "a batch's enqueue stopped short long ago; its missing jobs are cancelled");
+    }
+    Ok(())
+}
+
+/// Records the jobs `indices` of an abandoned batch CANCELLED where they have no
+/// result (a job stored after all is then acked without running when it comes);
+/// returns each job's final status (`None` left out: could not be written or read).
+async fn cancel_unstored(
+    client: &Client,
+    batch_id: &str,
+    indices: Vec<u64>,
+) -> Vec<(u64, JobStatus)> {
+    let message = "the job's batch was abandoned before the job was enqueued";
+    futures::stream::iter(indices)
+        .map(|n| async move {
+            let id = batch_job_id(batch_id, n);
+            let now = Utc::now();
+            let result = JobResult::cancelled(id.as_str(), message).with_times(now, now);
+            let written = match wire::encode(&result) {
+                Ok(bytes) => client.layout().results.create(&id, bytes.into()).await,
+                Err(e) => {
+                    tracing::warn!(job_id = %id, error = %e, "cannot encode a result");
+                    return None;
+                }
+            };
+            match written {
+                Ok(_) => Some((n, JobStatus::Cancelled)),
+                // Its job ended meanwhile: that result stands.
+                Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => {
+                    match client.result(&id).await {
+                        Ok(Some(result)) => Some((n, result.status)),
+                        _ => None,
+                    }
+                }
+                Err(e) => {
+                    tracing::debug!(job_id = %id, error = %e, "cannot record a job of an abandoned batch");
+                    None
+                }
+            }
+        })
+        .buffer_unordered(RESULT_READS)
+        .filter_map(std::future::ready)
+        .collect()
+        .await
 }
 
 /// The final status of each job in `indices` that has a result (`None`: no result,
