@@ -19,7 +19,7 @@ mod store;
 mod verdict;
 
 use std::sync::Arc;
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use anyhow::Context as _;
@@ -148,6 +148,8 @@ pub(crate) struct Shared {
     pub batches: batches::BatchBook,
     /// Prometheus metrics, when they are served.
     pub metrics: Option<Arc<Metrics>>,
+    /// Jobs taken from the inbox and not yet done with (each holds a slot).
+    pub busy: AtomicU64,
 }
 
 impl Shared {
@@ -230,6 +232,7 @@ impl Worker {
                 queue_counters: counters::QueueCounters::default(),
                 batches: batches::BatchBook::default(),
                 metrics,
+                busy: AtomicU64::new(0),
             }),
         })
     }
@@ -385,7 +388,10 @@ fn serve_metrics(
             return Snapshot::default();
         };
         Snapshot {
-            free_slots: shared.slots.available_permits() as i64,
+            // The run loop holds a permit while it waits for a message, so free
+            // slots are counted from the jobs taken, not from the semaphore.
+            free_slots: i64::from(shared.config.concurrency.max(1))
+                - shared.busy.load(Ordering::Relaxed) as i64,
             handlers_loaded: shared.routes.digests().len() as i64,
             load_failures: shared.routes.load_failures_total(),
             reconnects: *reconnects.borrow(),
@@ -424,8 +430,10 @@ async fn run_loop(
             },
         };
         let shared = Arc::clone(shared);
+        shared.busy.fetch_add(1, Ordering::Relaxed);
         tracker.spawn(async move {
             dispatch::process(&shared, fetched).await;
+            shared.busy.fetch_sub(1, Ordering::Relaxed);
             drop(permit);
         });
     }

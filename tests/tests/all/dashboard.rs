@@ -136,6 +136,7 @@ async fn the_dashboard_shows_what_jobbox_stats_says_and_escapes_tenant_text() {
     assert_eq!(stats["failed"], 2, "{stats}");
 
     let addr_for_browser = addr.clone();
+    let hostile_for_browser = hostile_id.clone();
     let screenshot = tokio::task::spawn_blocking(move || {
         let mut browser = browser;
         // The queues page shows what `jobbox stats` says (it refreshes on events and
@@ -156,7 +157,7 @@ async fn the_dashboard_shows_what_jobbox_stats_says_and_escapes_tenant_text() {
             );
         }
         // The live feed listed the jobs as they ran; click through to the hostile one.
-        let link = format!("document.querySelector('#live-feed a.job-link[data-job=\"{hostile_id}\"]')");
+        let link = format!("document.querySelector('#live-feed a.job-link[data-job=\"{hostile_for_browser}\"]')");
         browser.wait_for(&link, Duration::from_secs(10), "document.querySelector('#live-feed').textContent.slice(0, 500)");
         browser.eval(&format!("{link}.click()"));
         browser.wait_for(
