@@ -40,7 +40,9 @@ pub struct Browser {
 
 impl std::fmt::Debug for Browser {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Browser").field("pid", &self.child.id()).finish_non_exhaustive()
+        f.debug_struct("Browser")
+            .field("pid", &self.child.id())
+            .finish_non_exhaustive()
     }
 }
 
@@ -104,7 +106,10 @@ impl Browser {
             "Target.attachToTarget",
             json!({ "targetId": target_id, "flatten": true }),
         );
-        browser.session = attached["sessionId"].as_str().expect("session id").to_string();
+        browser.session = attached["sessionId"]
+            .as_str()
+            .expect("session id")
+            .to_string();
         browser.page("Page.enable", json!({}));
         browser.page("Runtime.enable", json!({}));
         browser.page(
@@ -126,9 +131,14 @@ impl Browser {
             .expect("send to DevTools");
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
-            assert!(Instant::now() < deadline, "no answer to {method} within 30 s");
+            assert!(
+                Instant::now() < deadline,
+                "no answer to {method} within 30 s"
+            );
             let message = self.socket.read().expect("read from DevTools");
-            let Message::Text(text) = message else { continue };
+            let Message::Text(text) = message else {
+                continue;
+            };
             let reply: Value = serde_json::from_str(&text).expect("DevTools sends JSON");
             if reply["id"].as_u64() != Some(id) {
                 continue; // an event, or another call's answer

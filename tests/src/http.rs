@@ -96,7 +96,9 @@ pub fn parse_metrics(text: &str) -> Vec<Sample> {
             continue;
         }
         let (series, value) = line.rsplit_once(' ').expect("sample has a value");
-        let value: f64 = value.parse().unwrap_or_else(|_| panic!("bad value in {line}"));
+        let value: f64 = value
+            .parse()
+            .unwrap_or_else(|_| panic!("bad value in {line}"));
         let (name, labels) = match series.split_once('{') {
             Some((name, rest)) => (name, parse_labels(rest.trim_end_matches('}'))),
             None => (series, Vec::new()),

@@ -114,7 +114,10 @@ pub async fn run(args: DevArgs) -> anyhow::Result<ExitCode> {
     if let Some((dashboard, token)) = dashboard {
         outln!("  dashboard http://{}/", dashboard.local_addr()?);
         if args.dashboard_token.is_none() {
-            outln!("  token     {} (for the dashboard's actions)", token.expose());
+            outln!(
+                "  token     {} (for the dashboard's actions)",
+                token.expose()
+            );
         }
         let stop = stop_dashboard.clone();
         tokio::spawn(async move {

@@ -31,7 +31,10 @@ pub(super) async fn cancel(
 ) -> ApiResult<Value> {
     authorize(&state, &headers)?;
     if !jobbox::is_valid_name(&id) {
-        return Err(ApiError(StatusCode::BAD_REQUEST, "not a job id".to_string()));
+        return Err(ApiError(
+            StatusCode::BAD_REQUEST,
+            "not a job id".to_string(),
+        ));
     }
     let outcome = state
         .client
@@ -89,5 +92,7 @@ pub(super) async fn rollback(
         .await
         .map_err(|e| ApiError(StatusCode::CONFLICT, format!("failed to roll back: {e}")))?;
     tracing::info!(%job_type, digest = %done.route.digest, "dashboard: rolled back");
-    Ok(Json(json!({ "digest": done.route.digest, "version": done.route.version })))
+    Ok(Json(
+        json!({ "digest": done.route.digest, "version": done.route.version }),
+    ))
 }

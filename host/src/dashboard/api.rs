@@ -21,7 +21,10 @@ impl ApiError {
     pub fn internal(what: &str, error: impl std::fmt::Display) -> Self {
         Self(
             StatusCode::BAD_GATEWAY,
-            format!("failed to {what}: {}", crate::causes::error_line(&anyhow::anyhow!("{error}"))),
+            format!(
+                "failed to {what}: {}",
+                crate::causes::error_line(&anyhow::anyhow!("{error}"))
+            ),
         )
     }
 }

@@ -52,7 +52,10 @@ impl Book {
             JobEventType::Failed | JobEventType::DeadLettered | JobEventType::Cancelled
         );
         let completed = event.event_type == JobEventType::Completed;
-        if matches!(event.event_type, JobEventType::Failed | JobEventType::DeadLettered) {
+        if matches!(
+            event.event_type,
+            JobEventType::Failed | JobEventType::DeadLettered
+        ) {
             if self.failures.len() == RECENT_FAILURES {
                 self.failures.pop_front();
             }
@@ -164,7 +167,9 @@ pub(super) async fn stream(
     let events = futures::stream::unfold(receiver, |mut receiver| async move {
         loop {
             match receiver.recv().await {
-                Ok(json) => return Some((Ok(Event::default().event("job").data(&*json)), receiver)),
+                Ok(json) => {
+                    return Some((Ok(Event::default().event("job").data(&*json)), receiver));
+                }
                 Err(broadcast::error::RecvError::Lagged(missed)) => {
                     let data = format!("{{\"missed\":{missed}}}");
                     return Some((Ok(Event::default().event("lagged").data(data)), receiver));

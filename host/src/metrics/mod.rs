@@ -209,7 +209,10 @@ impl Metrics {
         {
             return job_type.to_string();
         }
-        let mut labelled = self.labelled.write().unwrap_or_else(PoisonError::into_inner);
+        let mut labelled = self
+            .labelled
+            .write()
+            .unwrap_or_else(PoisonError::into_inner);
         if labelled.contains(job_type) || labelled.len() < MAX_JOB_TYPE_LABELS {
             labelled.insert(job_type.to_string());
             job_type.to_string()
@@ -243,7 +246,9 @@ impl Metrics {
 
     /// Counts a job put into the dead-letter queue.
     pub fn dead_lettered(&self, queue: &str, job_type: &str) {
-        self.dead_letters.get_or_create(&labels(queue, job_type)).inc();
+        self.dead_letters
+            .get_or_create(&labels(queue, job_type))
+            .inc();
     }
 
     /// Records how long a job waited from enqueue to start.
@@ -324,7 +329,10 @@ mod tests {
         let metrics = Metrics::new();
         assert_eq!(metrics.job_type_label("<script>", false), OTHER_JOB_TYPE);
         for n in 0..MAX_JOB_TYPE_LABELS {
-            assert_eq!(metrics.job_type_label(&format!("t{n}"), true), format!("t{n}"));
+            assert_eq!(
+                metrics.job_type_label(&format!("t{n}"), true),
+                format!("t{n}")
+            );
         }
         assert_eq!(metrics.job_type_label("one-too-many", true), OTHER_JOB_TYPE);
         assert_eq!(metrics.job_type_label("t0", true), "t0");
@@ -348,7 +356,10 @@ mod tests {
         }
         let text = metrics.encode();
         assert!(text.contains(r#"jobbox_jobs_finished_total{queue="q",job_type="echo",status="COMPLETED",error_type=""} 1"#), "{text}");
-        assert!(text.contains("jobbox_job_run_seconds_count{queue=\"q\",job_type=\"echo\"} 1"), "{text}");
+        assert!(
+            text.contains("jobbox_job_run_seconds_count{queue=\"q\",job_type=\"echo\"} 1"),
+            "{text}"
+        );
         assert!(text.contains("jobbox_running_jobs 0"), "{text}");
     }
 }

@@ -205,7 +205,10 @@ async fn run(
     let started_at = Utc::now();
     let metrics = shared.metrics_for(&job.job_type);
     if let Some((metrics, job_type)) = &metrics {
-        let enqueued = job.scheduled_at.unwrap_or(job.created_at).max(job.created_at);
+        let enqueued = job
+            .scheduled_at
+            .unwrap_or(job.created_at)
+            .max(job.created_at);
         let wait = (started_at - enqueued).to_std().unwrap_or_default();
         metrics.queue_wait(&job.queue, job_type, wait);
     }

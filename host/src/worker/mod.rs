@@ -156,7 +156,8 @@ impl Shared {
     /// The metrics and the bounded `job_type` label of `job_type`, when metrics are on.
     pub(crate) fn metrics_for(&self, job_type: &str) -> Option<(&Metrics, String)> {
         let metrics = self.metrics.as_deref()?;
-        let routed = self.routes.get(job_type).is_some() || self.config.native.get(job_type).is_some();
+        let routed =
+            self.routes.get(job_type).is_some() || self.config.native.get(job_type).is_some();
         Some((metrics, metrics.job_type_label(job_type, routed)))
     }
 }

@@ -29,7 +29,11 @@ fn cli_stats(url: &str) -> Value {
         .args(["stats", "-o", "json", "--nats-url", url])
         .output()
         .expect("run jobbox stats");
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     let all: Value = serde_json::from_slice(&output.stdout).expect("stats are JSON");
     all.as_array()
         .and_then(|queues| queues.iter().find(|q| q["queue"] == QUEUE).cloned())
@@ -66,12 +70,21 @@ async fn the_dashboard_shows_what_jobbox_stats_says_and_escapes_tenant_text() {
     // Known jobs before the page opens: completions, rejections, one dead letter.
     let mut first = Vec::new();
     for i in 0..6 {
-        first.push(Job::json("echo", &json!({ "i": i })).expect("json").queue(QUEUE));
+        first.push(
+            Job::json("echo", &json!({ "i": i }))
+                .expect("json")
+                .queue(QUEUE),
+        );
     }
     for _ in 0..2 {
         first.push(Job::json("reject", &json!({})).expect("json").queue(QUEUE));
     }
-    first.push(Job::json("retry", &json!({})).expect("json").queue(QUEUE).max_retries(0));
+    first.push(
+        Job::json("retry", &json!({}))
+            .expect("json")
+            .queue(QUEUE)
+            .max_retries(0),
+    );
     for job in &first {
         client.enqueue(job).await.expect("enqueue");
     }
@@ -101,7 +114,9 @@ async fn the_dashboard_shows_what_jobbox_stats_says_and_escapes_tenant_text() {
     .expect("browser starts");
     let mut running = Vec::new();
     for i in 0..20 {
-        let job = Job::json("echo", &json!({ "later": i })).expect("json").queue(QUEUE);
+        let job = Job::json("echo", &json!({ "later": i }))
+            .expect("json")
+            .queue(QUEUE);
         client.enqueue(&job).await.expect("enqueue");
         running.push(job);
         if i == 10 {
@@ -213,8 +228,17 @@ async fn the_dashboard_shows_what_jobbox_stats_says_and_escapes_tenant_text() {
     assert!(screenshot.starts_with(b"\x89PNG"), "a PNG");
 
     // The same actions over plain HTTP: no token or a wrong one is refused.
-    for headers in [vec![], vec![("Authorization", "Bearer wrong-token-0123456789")]] {
-        let response = request(&addr, "POST", &format!("/api/jobs/{hostile_id}/cancel"), &headers, "");
+    for headers in [
+        vec![],
+        vec![("Authorization", "Bearer wrong-token-0123456789")],
+    ] {
+        let response = request(
+            &addr,
+            "POST",
+            &format!("/api/jobs/{hostile_id}/cancel"),
+            &headers,
+            "",
+        );
         assert_eq!(response.status, 401, "{}", response.body);
         let response = request(&addr, "POST", "/api/handlers/echo/rollback", &headers, "");
         assert_eq!(response.status, 401, "{}", response.body);
@@ -229,6 +253,9 @@ async fn the_dashboard_shows_what_jobbox_stats_says_and_escapes_tenant_text() {
         std::fs::write(&docs, &screenshot).expect("write docs/dashboard.png");
     }
     stop.cancel();
-    serving.await.expect("dashboard joins").expect("dashboard ends cleanly");
+    serving
+        .await
+        .expect("dashboard joins")
+        .expect("dashboard ends cleanly");
     worker.stop().await;
 }

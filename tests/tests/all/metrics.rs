@@ -6,7 +6,9 @@ use std::time::{Duration, Instant};
 use jobbox::{Client, Job, JobStatus};
 use jobbox_host::worker::WorkerConfig;
 use jobbox_tests::http::{get, parse_metrics, sum};
-use jobbox_tests::{NatsServer, RunningWorker, brief, deploy_guest, free_port, guests, wait_result};
+use jobbox_tests::{
+    NatsServer, RunningWorker, brief, deploy_guest, free_port, guests, wait_result,
+};
 use serde_json::json;
 
 const QUEUE: &str = "metrics";
@@ -52,13 +54,22 @@ async fn metrics_count_known_jobs_and_their_receipts() {
 
     let mut jobs = Vec::new();
     for i in 0..5 {
-        jobs.push(Job::json("echo", &json!({ "i": i })).expect("json").queue(QUEUE));
+        jobs.push(
+            Job::json("echo", &json!({ "i": i }))
+                .expect("json")
+                .queue(QUEUE),
+        );
     }
     for _ in 0..2 {
         jobs.push(Job::json("reject", &json!({})).expect("json").queue(QUEUE));
     }
     // One retry, then the dead-letter queue.
-    jobs.push(Job::json("retry", &json!({})).expect("json").queue(QUEUE).max_retries(1));
+    jobs.push(
+        Job::json("retry", &json!({}))
+            .expect("json")
+            .queue(QUEUE)
+            .max_retries(1),
+    );
     // No route: a job type is tenant input, so it is not a label value.
     jobs.push(
         Job::json("no-such-type-1234", &json!({}))
@@ -76,7 +87,12 @@ async fn metrics_count_known_jobs_and_their_receipts() {
     for result in &results[..5] {
         assert_eq!(result.status, JobStatus::Completed, "{}", brief(result));
     }
-    assert_eq!(results[7].status, JobStatus::DeadLetter, "{}", brief(&results[7]));
+    assert_eq!(
+        results[7].status,
+        JobStatus::DeadLetter,
+        "{}",
+        brief(&results[7])
+    );
 
     let samples = scrape_after(&addr, jobs.len() as f64);
     let finished = |job_type: &str, status: &str| {
@@ -91,7 +107,11 @@ async fn metrics_count_known_jobs_and_their_receipts() {
         sum(
             &samples,
             "jobbox_jobs_finished_total",
-            &[("job_type", "reject"), ("status", "FAILED"), ("error_type", "guest_error")]
+            &[
+                ("job_type", "reject"),
+                ("status", "FAILED"),
+                ("error_type", "guest_error")
+            ]
         ),
         2.0
     );
@@ -103,19 +123,40 @@ async fn metrics_count_known_jobs_and_their_receipts() {
             .all(|s| s.labels.iter().all(|(_, v)| !v.contains("no-such-type"))),
         "an unrouted job type became a label value"
     );
-    assert_eq!(sum(&samples, "jobbox_job_retries_total", &[("job_type", "retry")]), 1.0);
-    assert_eq!(sum(&samples, "jobbox_dead_letters_total", &[("job_type", "retry")]), 1.0);
+    assert_eq!(
+        sum(
+            &samples,
+            "jobbox_job_retries_total",
+            &[("job_type", "retry")]
+        ),
+        1.0
+    );
+    assert_eq!(
+        sum(
+            &samples,
+            "jobbox_dead_letters_total",
+            &[("job_type", "retry")]
+        ),
+        1.0
+    );
 
     // Histograms: one observation per handler run, totals equal to the receipts.
     let runs = |job_type: &str| {
-        sum(&samples, "jobbox_job_run_seconds_count", &[("job_type", job_type)])
+        sum(
+            &samples,
+            "jobbox_job_run_seconds_count",
+            &[("job_type", job_type)],
+        )
     };
     assert_eq!(runs("echo"), 5.0);
     assert_eq!(runs("reject"), 2.0);
     assert_eq!(runs("retry"), 2.0);
     assert_eq!(runs("other"), 0.0, "the unrouted job ran no handler");
     // Queue wait: one per start of a handler (the retry started twice).
-    assert_eq!(sum(&samples, "jobbox_job_queue_wait_seconds_count", &[]), 9.0);
+    assert_eq!(
+        sum(&samples, "jobbox_job_queue_wait_seconds_count", &[]),
+        9.0
+    );
     let echo_results = &results[..5];
     let fuel: u64 = echo_results.iter().map(|r| r.usage.fuel_consumed).sum();
     assert!(fuel > 0);
@@ -125,11 +166,22 @@ async fn metrics_count_known_jobs_and_their_receipts() {
     );
     let memory: u64 = echo_results.iter().map(|r| r.usage.peak_memory_bytes).sum();
     assert_eq!(
-        sum(&samples, "jobbox_job_peak_memory_bytes_sum", &[("job_type", "echo")]),
+        sum(
+            &samples,
+            "jobbox_job_peak_memory_bytes_sum",
+            &[("job_type", "echo")]
+        ),
         memory as f64
     );
-    let wall: f64 = echo_results.iter().map(|r| r.usage.wall_time_us as f64 / 1e6).sum();
-    let measured = sum(&samples, "jobbox_job_run_seconds_sum", &[("job_type", "echo")]);
+    let wall: f64 = echo_results
+        .iter()
+        .map(|r| r.usage.wall_time_us as f64 / 1e6)
+        .sum();
+    let measured = sum(
+        &samples,
+        "jobbox_job_run_seconds_sum",
+        &[("job_type", "echo")],
+    );
     assert!((measured - wall).abs() < 1e-9, "{measured} vs {wall}");
     // Every bucket series ends in +Inf holding every observation.
     assert_eq!(
