@@ -83,12 +83,9 @@ impl Browser {
                 }
             }
         });
-        let url = match rx.recv_timeout(Duration::from_secs(30)) {
-            Ok(url) => url,
-            Err(_) => {
-                let _ = child.kill();
-                panic!("chromium did not announce its DevTools endpoint within 30 s");
-            }
+        let Ok(url) = rx.recv_timeout(Duration::from_secs(30)) else {
+            let _ = child.kill();
+            panic!("chromium did not announce its DevTools endpoint within 30 s");
         };
         assert!(url.starts_with("ws://127.0.0.1:"), "DevTools on {url}");
         let (socket, _) = tungstenite::connect(url.as_str()).expect("connect to DevTools");
@@ -119,6 +116,7 @@ impl Browser {
         browser
     }
 
+    #[allow(clippy::needless_pass_by_value)] // callers build the params in place
     fn call(&mut self, session: Option<&str>, method: &str, params: Value) -> Value {
         self.next_id += 1;
         let id = self.next_id;

@@ -165,17 +165,13 @@ pub(super) async fn stream(
 ) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
     let receiver = state.live.sender.subscribe();
     let events = futures::stream::unfold(receiver, |mut receiver| async move {
-        loop {
-            match receiver.recv().await {
-                Ok(json) => {
-                    return Some((Ok(Event::default().event("job").data(&*json)), receiver));
-                }
-                Err(broadcast::error::RecvError::Lagged(missed)) => {
-                    let data = format!("{{\"missed\":{missed}}}");
-                    return Some((Ok(Event::default().event("lagged").data(data)), receiver));
-                }
-                Err(broadcast::error::RecvError::Closed) => return None,
+        match receiver.recv().await {
+            Ok(json) => Some((Ok(Event::default().event("job").data(&*json)), receiver)),
+            Err(broadcast::error::RecvError::Lagged(missed)) => {
+                let data = format!("{{\"missed\":{missed}}}");
+                Some((Ok(Event::default().event("lagged").data(data)), receiver))
             }
+            Err(broadcast::error::RecvError::Closed) => None,
         }
     });
     Sse::new(events).keep_alive(KeepAlive::default())
