@@ -3,6 +3,8 @@
 
 pub mod causes;
 pub mod cli;
+pub mod dashboard;
+pub mod metrics;
 pub mod registry;
 pub mod sandbox;
 pub mod worker;

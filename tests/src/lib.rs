@@ -2,7 +2,9 @@
 //! `build.rs` built, and helpers to deploy handlers and run workers.
 
 /// Paths of the wasm guests (example handlers and test guests) that `build.rs` built.
+pub mod chromium;
 pub mod guests;
+pub mod http;
 mod nats_server;
 
 use std::path::PathBuf;

@@ -64,6 +64,10 @@ pub struct BenchArgs {
     /// Give up waiting for results after this long.
     #[arg(long, value_parser = humantime::parse_duration, default_value = "10m")]
     timeout: Duration,
+    /// Keep and serve the worker's Prometheus metrics here while benchmarking
+    /// (their cost is the ratio to a run without).
+    #[arg(long)]
+    metrics_addr: Option<std::net::SocketAddr>,
 }
 
 /// Which handler a bench run drives.
@@ -149,6 +153,7 @@ pub async fn run(args: BenchArgs, output: Output) -> anyhow::Result<ExitCode> {
     let mut config = WorkerConfig::new(vec![queue.clone()]);
     config.concurrency = args.concurrency.max(1);
     config.prefetch = args.prefetch;
+    config.metrics_addr = args.metrics_addr;
     if args.handler == HandlerKind::Native {
         config.native = NativeHandlers::default().with("bench-echo", native_echo());
     }

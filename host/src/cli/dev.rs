@@ -9,6 +9,7 @@ use clap::Args;
 
 use super::local_nats::LocalNats;
 use super::worker::shutdown_on_signal;
+use crate::dashboard::Dashboard;
 use crate::registry::{DeployOptions, deploy};
 use crate::worker::{Worker, WorkerConfig};
 
@@ -38,6 +39,16 @@ pub struct DevArgs {
     /// Jobs the worker runs at the same time.
     #[arg(long, short = 'c', default_value_t = 4)]
     concurrency: u32,
+    /// Serve the worker's Prometheus metrics at http://<addr>/metrics.
+    #[arg(long)]
+    metrics_addr: Option<std::net::SocketAddr>,
+    /// Serve the web dashboard here too, e.g. 127.0.0.1:8080.
+    #[arg(long)]
+    dashboard: Option<std::net::SocketAddr>,
+    /// The token the dashboard's actions (replay, cancel, rollback) need
+    /// (default: a fresh random one, printed).
+    #[arg(long, env = "JOBBOX_DASHBOARD_TOKEN")]
+    dashboard_token: Option<String>,
 }
 
 pub async fn run(args: DevArgs) -> anyhow::Result<ExitCode> {
@@ -66,6 +77,15 @@ pub async fn run(args: DevArgs) -> anyhow::Result<ExitCode> {
     }
     let mut config = WorkerConfig::new(vec![jobbox::DEFAULT_QUEUE.to_string()]);
     config.concurrency = args.concurrency.max(1);
+    config.metrics_addr = args.metrics_addr;
+    let dashboard = match args.dashboard {
+        Some(addr) => {
+            let token = super::dashboard::token_of(args.dashboard_token.as_deref())?;
+            let dashboard = Dashboard::bind(client.clone(), addr, token.clone()).await?;
+            Some((dashboard, token))
+        }
+        None => None,
+    };
     let worker = Worker::new(client, config).await?;
     let exe = std::env::current_exe()
         .map(|p| p.display().to_string())
@@ -90,6 +110,25 @@ pub async fn run(args: DevArgs) -> anyhow::Result<ExitCode> {
         worker.id(),
         args.concurrency.max(1)
     );
+    let stop_dashboard = tokio_util::sync::CancellationToken::new();
+    if let Some((dashboard, token)) = dashboard {
+        outln!("  dashboard http://{}/", dashboard.local_addr()?);
+        if args.dashboard_token.is_none() {
+            outln!(
+                "  token     {} (for the dashboard's actions)",
+                token.expose()
+            );
+        }
+        let stop = stop_dashboard.clone();
+        tokio::spawn(async move {
+            if let Err(e) = dashboard.serve(stop).await {
+                tracing::warn!(error = %e, "the dashboard stopped");
+            }
+        });
+    }
+    if let Some(addr) = args.metrics_addr {
+        outln!("  metrics   http://{addr}/metrics");
+    }
     outln!();
     outln!("Try, in another terminal:");
     outln!("  {exe} enqueue word-count --json '{{\"text\":\"a b a\"}}' --wait{url_flag}");
@@ -97,6 +136,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<ExitCode> {
     outln!("Ctrl-C stops everything.");
     outln!("ready");
     worker.run(shutdown_on_signal()).await?;
+    stop_dashboard.cancel();
     drop(local);
     Ok(ExitCode::SUCCESS)
 }

@@ -12,6 +12,7 @@ macro_rules! outln {
 mod batch;
 mod bench;
 mod bench_transport;
+mod dashboard;
 mod dev;
 mod enqueue;
 mod events;
@@ -113,6 +114,8 @@ enum Command {
     Run(run::RunArgs),
     /// Measure throughput and latency of echo jobs through a real worker.
     Bench(bench::BenchArgs),
+    /// Serve the web dashboard: queues, workers, jobs, handlers, dead letters.
+    Dashboard(dashboard::DashboardArgs),
 }
 
 impl Cli {
@@ -135,6 +138,7 @@ impl Cli {
             Command::Schedule(args) => schedule::run(args, output).await,
             Command::Run(args) => run::run(args, output).await,
             Command::Bench(args) => bench::run(args, output).await,
+            Command::Dashboard(args) => dashboard::run(args).await,
         }
     }
 }

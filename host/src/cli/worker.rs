@@ -56,6 +56,10 @@ pub struct WorkerArgs {
     /// directory, whatever its route grants.
     #[arg(long, default_value_t = crate::sandbox::scratch::area::DEFAULT_MAX_SCRATCH_FILES)]
     max_scratch_files: u64,
+    /// Serve Prometheus metrics at http://<addr>/metrics, e.g. 127.0.0.1:9464
+    /// (default: no metrics).
+    #[arg(long, env = "JOBBOX_METRICS_ADDR")]
+    metrics_addr: Option<std::net::SocketAddr>,
 }
 
 impl WorkerArgs {
@@ -67,6 +71,7 @@ impl WorkerArgs {
         config.ack_wait = self.ack_wait;
         config.shutdown_grace = self.shutdown_grace;
         config.prefetch = self.prefetch;
+        config.metrics_addr = self.metrics_addr;
         config.scratch_dir.clone_from(&self.scratch_dir);
         config.scratch_caps = ScratchCaps {
             max_bytes: self.max_scratch,

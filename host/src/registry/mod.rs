@@ -119,6 +119,8 @@ struct WriteState {
     newest: HashMap<String, u64>,
     /// The newest route of a job type that failed to load.
     failures: BTreeMap<String, LoadFailure>,
+    /// Every load failure recorded so far (for the metrics).
+    failures_total: u64,
 }
 
 /// Job type → active route, swapped atomically as routes change.
@@ -164,6 +166,11 @@ impl RouteTable {
     /// worker keeps serving the version it had, named in [`LoadFailure::serving`].
     pub fn load_failures(&self) -> BTreeMap<String, LoadFailure> {
         self.state().failures.clone()
+    }
+
+    /// How many handler loads have failed on this worker so far.
+    pub fn load_failures_total(&self) -> u64 {
+        self.state().failures_total
     }
 
     /// Records that revision `revision` of `job_type`'s route exists; true if it is
@@ -242,6 +249,7 @@ impl RouteTable {
     pub fn record_failure(&self, route: &Route, revision: u64, failure: &Failure) {
         let serving = self.get(&route.job_type).map(|a| a.route.digest.clone());
         let mut state = self.state();
+        state.failures_total += 1;
         let newest = state.newest.get(&route.job_type).copied().unwrap_or(0);
         if revision < newest {
             return;

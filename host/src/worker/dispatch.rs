@@ -203,6 +203,15 @@ async fn run(
     };
 
     let started_at = Utc::now();
+    let metrics = shared.metrics_for(&job.job_type);
+    if let Some((metrics, job_type)) = &metrics {
+        let enqueued = job
+            .scheduled_at
+            .unwrap_or(job.created_at)
+            .max(job.created_at);
+        let wait = (started_at - enqueued).to_std().unwrap_or_default();
+        metrics.queue_wait(&job.queue, job_type, wait);
+    }
     let started = JobEvent::new(JobEventType::Started, &job)
         .with_worker(&shared.config.worker_id)
         .with_handler_digest(&digest)
@@ -236,6 +245,7 @@ async fn run(
             }
         };
         let keepalive = keep_alive(shared, message, &job, ack_wait, &mut progress_rx);
+        let _running = metrics.as_ref().map(|(metrics, _)| metrics.running());
         tokio::pin!(work);
         tokio::select! {
             outcome = &mut work => outcome,

@@ -19,7 +19,7 @@ mod store;
 mod verdict;
 
 use std::sync::Arc;
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use anyhow::Context as _;
@@ -41,6 +41,7 @@ pub use scheduler::FIRE_JITTER;
 pub use store::MAX_ERROR_BYTES;
 pub use verdict::{Verdict, decide};
 
+use crate::metrics::{Metrics, Snapshot};
 use crate::registry::{HandlerLoader, RouteTable, watch_routes};
 use crate::sandbox::{EngineConfig, Sandbox, ScratchArea, ScratchCaps};
 
@@ -83,6 +84,8 @@ pub struct WorkerConfig {
     pub scratch_dir: Option<std::path::PathBuf>,
     /// The most scratch any one job gets here, whatever its route grants.
     pub scratch_caps: ScratchCaps,
+    /// Where to serve Prometheus metrics at `/metrics` (`None`: no metrics kept).
+    pub metrics_addr: Option<std::net::SocketAddr>,
 }
 
 impl WorkerConfig {
@@ -100,6 +103,7 @@ impl WorkerConfig {
             native: NativeHandlers::default(),
             scratch_dir: None,
             scratch_caps: ScratchCaps::default(),
+            metrics_addr: None,
         }
     }
 
@@ -142,6 +146,20 @@ pub(crate) struct Shared {
     pub queue_counters: counters::QueueCounters,
     /// Active batches, as the batch tracker last saw them.
     pub batches: batches::BatchBook,
+    /// Prometheus metrics, when they are served.
+    pub metrics: Option<Arc<Metrics>>,
+    /// Jobs taken from the inbox and not yet done with (each holds a slot).
+    pub busy: AtomicU64,
+}
+
+impl Shared {
+    /// The metrics and the bounded `job_type` label of `job_type`, when metrics are on.
+    pub(crate) fn metrics_for(&self, job_type: &str) -> Option<(&Metrics, String)> {
+        let metrics = self.metrics.as_deref()?;
+        let routed =
+            self.routes.get(job_type).is_some() || self.config.native.get(job_type).is_some();
+        Some((metrics, metrics.job_type_label(job_type, routed)))
+    }
 }
 
 /// A running worker.
@@ -149,6 +167,7 @@ pub(crate) struct Shared {
 pub struct Worker {
     shared: Arc<Shared>,
     event_acks: tokio::task::JoinHandle<()>,
+    metrics_listener: Option<tokio::net::TcpListener>,
 }
 
 impl Worker {
@@ -188,8 +207,18 @@ impl Worker {
         }
         let routes = RouteTable::new(client.clone(), loader);
         let (events, event_acks) = events::EventSink::start(client.clone());
+        let metrics_listener = match config.metrics_addr {
+            Some(addr) => Some(
+                tokio::net::TcpListener::bind(addr)
+                    .await
+                    .with_context(|| format!("failed to listen for metrics on {addr}"))?,
+            ),
+            None => None,
+        };
+        let metrics = metrics_listener.as_ref().map(|_| Arc::new(Metrics::new()));
         Ok(Self {
             event_acks,
+            metrics_listener,
             shared: Arc::new(Shared {
                 slots: Arc::new(Semaphore::new(config.concurrency.max(1) as usize)),
                 config,
@@ -203,6 +232,8 @@ impl Worker {
                 events,
                 queue_counters: counters::QueueCounters::default(),
                 batches: batches::BatchBook::default(),
+                metrics,
+                busy: AtomicU64::new(0),
             }),
         })
     }
@@ -220,7 +251,11 @@ impl Worker {
     /// Runs until `shutdown` is cancelled, then stops fetching, gives running jobs
     /// the configured grace to finish and hands the rest back for redelivery.
     pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
-        let Self { shared, event_acks } = self;
+        let Self {
+            shared,
+            event_acks,
+            metrics_listener,
+        } = self;
         watch_routes(
             shared.client.clone(),
             shared.routes.clone(),
@@ -244,6 +279,9 @@ impl Worker {
         ));
         // Batches: any live worker ends them and fires their callbacks (worker/batches/).
         tokio::spawn(batches::run(Arc::clone(&shared), background.clone()));
+        if let (Some(listener), Some(metrics)) = (metrics_listener, shared.metrics.clone()) {
+            serve_metrics(&shared, listener, metrics, background.clone());
+        }
         let counters = {
             let shared = Arc::clone(&shared);
             let stop = background.clone();
@@ -336,6 +374,40 @@ impl Worker {
     }
 }
 
+/// Serves the worker's metrics until `stop`, reading free slots, handlers and
+/// reconnects from the worker when scraped.
+fn serve_metrics(
+    shared: &Arc<Shared>,
+    listener: tokio::net::TcpListener,
+    metrics: Arc<Metrics>,
+    stop: CancellationToken,
+) {
+    let weak = Arc::downgrade(shared);
+    let reconnects = shared.client.reconnects();
+    metrics.set_snapshot(move || {
+        let Some(shared) = weak.upgrade() else {
+            return Snapshot::default();
+        };
+        Snapshot {
+            // The run loop holds a permit while it waits for a message, so free
+            // slots are counted from the jobs taken, not from the semaphore.
+            free_slots: i64::from(shared.config.concurrency.max(1))
+                - shared.busy.load(Ordering::Relaxed) as i64,
+            handlers_loaded: shared.routes.digests().len() as i64,
+            load_failures: shared.routes.load_failures_total(),
+            reconnects: *reconnects.borrow(),
+        }
+    });
+    if let Ok(addr) = listener.local_addr() {
+        tracing::info!(%addr, "serving metrics at /metrics");
+    }
+    tokio::spawn(async move {
+        if let Err(e) = crate::metrics::serve(listener, metrics, stop).await {
+            tracing::warn!(error = %e, "the metrics server stopped");
+        }
+    });
+}
+
 /// Takes the next message whenever a slot is free and runs it, until `shutdown`.
 async fn run_loop(
     shared: &Arc<Shared>,
@@ -359,8 +431,10 @@ async fn run_loop(
             },
         };
         let shared = Arc::clone(shared);
+        shared.busy.fetch_add(1, Ordering::Relaxed);
         tracker.spawn(async move {
             dispatch::process(&shared, fetched).await;
+            shared.busy.fetch_sub(1, Ordering::Relaxed);
             drop(permit);
         });
     }

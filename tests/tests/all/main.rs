@@ -2,6 +2,7 @@
 //!
 //! - `batches`: batches and dependencies: exact counts after a kill -9, callbacks once,
 //!   a dependency diamond, refusals at enqueue, cancellation, resumable enqueue.
+//! - `dashboard`: the web dashboard in headless Chromium (skipped without chromium).
 //! - `sandbox`: real guests in the sandbox, no NATS.
 //! - `worker`: the worker end to end against a real nats-server.
 //! - `bad_input`: bad messages, unknown job types, hostile guests through the worker.
@@ -9,6 +10,7 @@
 //! - `hot_swap`: handler versions, hot swap, rollback, pinning, the compile cache.
 //! - `lifecycle`: retries, dead letters, job state, priorities, delays, cancellation,
 //!   heartbeats, stats, shutdown.
+//! - `metrics`: the worker's Prometheus metrics after known jobs.
 //! - `faults`: nats-server killed under load, a stalled worker, a full store.
 //! - `poison`: hostile ids, oversized guest errors, reused ids: every message ends.
 //! - `readme`: the README's commands work.
@@ -16,10 +18,12 @@
 
 mod bad_input;
 mod batches;
+mod dashboard;
 mod faults;
 mod hostile;
 mod hot_swap;
 mod lifecycle;
+mod metrics;
 mod poison;
 mod readme;
 mod sandbox;

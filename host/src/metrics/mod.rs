@@ -1,0 +1,365 @@
+//! Prometheus metrics of a worker, served as OpenMetrics text at `/metrics`
+//! (`jobbox worker --metrics-addr`).
+//!
+//! Everything on the per-job path is an atomic add or a histogram observation
+//! behind a short read lock of `prometheus-client`'s family map: nothing waits on
+//! NATS and no lock is held across an await. Values that live elsewhere (free
+//! slots, handlers loaded, load failures, NATS reconnects) are read when scraped.
+//!
+//! Label sets are bounded: `queue` is one of the worker's queues, `status` and
+//! `error_type` are wire enums, and `job_type` (tenant input) is the job type only
+//! when it has a deployed route on this worker and fewer than
+//! [`MAX_JOB_TYPE_LABELS`] job types have been labelled so far; otherwise `other`.
+
+mod server;
+
+use std::collections::HashSet;
+use std::sync::{OnceLock, PoisonError, RwLock};
+use std::time::Duration;
+
+use jobbox::{ErrorType, JobStatus, Usage};
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+pub use server::serve;
+
+/// Most distinct `job_type` label values one worker reports; later job types are
+/// counted as `other`. A route is an operator's deploy, so this is far above a real
+/// fleet's job types, yet keeps a scrape small whatever is deployed.
+pub const MAX_JOB_TYPE_LABELS: usize = 256;
+
+/// The `job_type` label of job types that are not labelled by name.
+pub const OTHER_JOB_TYPE: &str = "other";
+
+/// Labels of the finished-jobs counter.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct Finished {
+    queue: String,
+    job_type: String,
+    status: &'static str,
+    error_type: &'static str,
+}
+
+/// Labels of the per-job histograms, retries and dead letters.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct JobLabels {
+    queue: String,
+    job_type: String,
+}
+
+/// Values read from the worker when scraped.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Snapshot {
+    /// Run slots not taken.
+    pub free_slots: i64,
+    /// Job types with a loaded handler.
+    pub handlers_loaded: i64,
+    /// Handler versions that failed to load so far.
+    pub load_failures: u64,
+    /// Times the NATS connection came back after a loss.
+    pub reconnects: u64,
+}
+
+type SnapshotFn = Box<dyn Fn() -> Snapshot + Send + Sync>;
+
+/// A worker's metrics.
+pub struct Metrics {
+    registry: Registry,
+    finished: Family<Finished, Counter>,
+    retries: Family<JobLabels, Counter>,
+    dead_letters: Family<JobLabels, Counter>,
+    queue_wait: Family<JobLabels, Histogram>,
+    run_time: Family<JobLabels, Histogram>,
+    fuel: Family<JobLabels, Histogram>,
+    peak_memory: Family<JobLabels, Histogram>,
+    running: Gauge,
+    free_slots: Gauge,
+    handlers_loaded: Gauge,
+    load_failures: Counter,
+    reconnects: Counter,
+    labelled: RwLock<HashSet<String>>,
+    snapshot: OnceLock<SnapshotFn>,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Metrics").finish_non_exhaustive()
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    /// Every metric registered, all at zero.
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("jobbox");
+        let finished = Family::<Finished, Counter>::default();
+        let retries = Family::<JobLabels, Counter>::default();
+        let dead_letters = Family::<JobLabels, Counter>::default();
+        // Seconds: 1 ms to ~9 h (queue wait), 100 µs to ~55 min (run time).
+        let queue_wait = Family::<JobLabels, Histogram>::new_with_constructor(
+            (|| Histogram::new(exponential_buckets(0.001, 2.0, 25))) as fn() -> Histogram,
+        );
+        let run_time = Family::<JobLabels, Histogram>::new_with_constructor(
+            (|| Histogram::new(exponential_buckets(0.0001, 2.0, 25))) as fn() -> Histogram,
+        );
+        // Fuel (≈ instructions): 1,000 to ~10^12. Memory: 64 KiB (one page) to 64 GiB.
+        let fuel = Family::<JobLabels, Histogram>::new_with_constructor(
+            (|| Histogram::new(exponential_buckets(1000.0, 4.0, 16))) as fn() -> Histogram,
+        );
+        let peak_memory = Family::<JobLabels, Histogram>::new_with_constructor(
+            (|| Histogram::new(exponential_buckets(65536.0, 2.0, 21))) as fn() -> Histogram,
+        );
+        registry.register(
+            "jobs_finished",
+            "Jobs that ended here, by final status and error type",
+            finished.clone(),
+        );
+        registry.register(
+            "job_retries",
+            "Attempts handed back for a retry",
+            retries.clone(),
+        );
+        registry.register(
+            "dead_letters",
+            "Jobs put into the dead-letter queue",
+            dead_letters.clone(),
+        );
+        registry.register(
+            "job_queue_wait_seconds",
+            "Time from enqueue (or the scheduled time) to the start of a run",
+            queue_wait.clone(),
+        );
+        registry.register(
+            "job_run_seconds",
+            "Wall time of a handler run",
+            run_time.clone(),
+        );
+        registry.register("job_fuel", "Fuel a handler run consumed", fuel.clone());
+        registry.register(
+            "job_peak_memory_bytes",
+            "Peak linear memory of a handler run",
+            peak_memory.clone(),
+        );
+        let running = Gauge::default();
+        let free_slots = Gauge::default();
+        let handlers_loaded = Gauge::default();
+        let load_failures = Counter::default();
+        let reconnects = Counter::default();
+        registry.register("running_jobs", "Handlers running now", running.clone());
+        registry.register("free_slots", "Run slots not taken", free_slots.clone());
+        registry.register(
+            "handlers_loaded",
+            "Job types with a loaded handler",
+            handlers_loaded.clone(),
+        );
+        registry.register(
+            "handler_load_failures",
+            "Handler versions that failed to load",
+            load_failures.clone(),
+        );
+        registry.register(
+            "nats_reconnects",
+            "Times the NATS connection came back after a loss",
+            reconnects.clone(),
+        );
+        Self {
+            registry,
+            finished,
+            retries,
+            dead_letters,
+            queue_wait,
+            run_time,
+            fuel,
+            peak_memory,
+            running,
+            free_slots,
+            handlers_loaded,
+            load_failures,
+            reconnects,
+            labelled: RwLock::default(),
+            snapshot: OnceLock::new(),
+        }
+    }
+
+    /// Sets where scrape-time values come from (once; later calls are ignored).
+    pub fn set_snapshot(&self, snapshot: impl Fn() -> Snapshot + Send + Sync + 'static) {
+        let _ = self.snapshot.set(Box::new(snapshot));
+    }
+
+    /// The `job_type` label for `job_type`: itself if `routed` (it has a deployed
+    /// route here) and the label budget allows, else [`OTHER_JOB_TYPE`].
+    pub fn job_type_label(&self, job_type: &str, routed: bool) -> String {
+        if !routed {
+            return OTHER_JOB_TYPE.to_string();
+        }
+        if self
+            .labelled
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .contains(job_type)
+        {
+            return job_type.to_string();
+        }
+        let mut labelled = self
+            .labelled
+            .write()
+            .unwrap_or_else(PoisonError::into_inner);
+        if labelled.contains(job_type) || labelled.len() < MAX_JOB_TYPE_LABELS {
+            labelled.insert(job_type.to_string());
+            job_type.to_string()
+        } else {
+            OTHER_JOB_TYPE.to_string()
+        }
+    }
+
+    /// Counts a job that ended in `status` (with `error_type` if it failed).
+    pub fn finished(
+        &self,
+        queue: &str,
+        job_type: &str,
+        status: JobStatus,
+        error_type: Option<ErrorType>,
+    ) {
+        self.finished
+            .get_or_create(&Finished {
+                queue: queue.to_string(),
+                job_type: job_type.to_string(),
+                status: status.as_str(),
+                error_type: error_type.map_or("", ErrorType::as_str),
+            })
+            .inc();
+    }
+
+    /// Counts an attempt handed back for a retry.
+    pub fn retried(&self, queue: &str, job_type: &str) {
+        self.retries.get_or_create(&labels(queue, job_type)).inc();
+    }
+
+    /// Counts a job put into the dead-letter queue.
+    pub fn dead_lettered(&self, queue: &str, job_type: &str) {
+        self.dead_letters
+            .get_or_create(&labels(queue, job_type))
+            .inc();
+    }
+
+    /// Records how long a job waited from enqueue to start.
+    pub fn queue_wait(&self, queue: &str, job_type: &str, wait: Duration) {
+        self.queue_wait
+            .get_or_create(&labels(queue, job_type))
+            .observe(wait.as_secs_f64());
+    }
+
+    /// Records the resource receipt of a handler run.
+    pub fn ran(&self, queue: &str, job_type: &str, usage: &Usage) {
+        let labels = labels(queue, job_type);
+        self.run_time
+            .get_or_create(&labels)
+            .observe(usage.wall_time_us as f64 / 1e6);
+        self.fuel
+            .get_or_create(&labels)
+            .observe(usage.fuel_consumed as f64);
+        self.peak_memory
+            .get_or_create(&labels)
+            .observe(usage.peak_memory_bytes as f64);
+    }
+
+    /// Marks a handler run as started until the guard is dropped.
+    pub fn running(&self) -> RunningGuard<'_> {
+        self.running.inc();
+        RunningGuard(&self.running)
+    }
+
+    /// The metrics as OpenMetrics text, scrape-time values read first.
+    pub fn encode(&self) -> String {
+        if let Some(snapshot) = self.snapshot.get() {
+            let now = snapshot();
+            self.free_slots.set(now.free_slots);
+            self.handlers_loaded.set(now.handlers_loaded);
+            advance(&self.load_failures, now.load_failures);
+            advance(&self.reconnects, now.reconnects);
+        }
+        let mut text = String::new();
+        if let Err(e) = prometheus_client::encoding::text::encode(&mut text, &self.registry) {
+            tracing::warn!(error = %e, "failed to encode the metrics");
+        }
+        text
+    }
+}
+
+/// Takes one running job off the gauge when dropped.
+#[derive(Debug)]
+pub struct RunningGuard<'a>(&'a Gauge);
+
+impl Drop for RunningGuard<'_> {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
+fn labels(queue: &str, job_type: &str) -> JobLabels {
+    JobLabels {
+        queue: queue.to_string(),
+        job_type: job_type.to_string(),
+    }
+}
+
+/// Moves a counter that mirrors a total kept elsewhere up to `total`.
+fn advance(counter: &Counter, total: u64) {
+    let now = counter.get();
+    if total > now {
+        counter.inc_by(total - now);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn job_type_labels_are_bounded() {
+        let metrics = Metrics::new();
+        assert_eq!(metrics.job_type_label("<script>", false), OTHER_JOB_TYPE);
+        for n in 0..MAX_JOB_TYPE_LABELS {
+            assert_eq!(
+                metrics.job_type_label(&format!("t{n}"), true),
+                format!("t{n}")
+            );
+        }
+        assert_eq!(metrics.job_type_label("one-too-many", true), OTHER_JOB_TYPE);
+        assert_eq!(metrics.job_type_label("t0", true), "t0");
+    }
+
+    #[test]
+    fn counts_and_histograms_show_in_the_text() {
+        let metrics = Metrics::new();
+        metrics.finished("q", "echo", JobStatus::Completed, None);
+        metrics.finished("q", "echo", JobStatus::Failed, Some(ErrorType::Trap));
+        let usage = Usage {
+            wall_time_us: 1500,
+            fuel_consumed: 10,
+            peak_memory_bytes: 65536,
+            ..Usage::default()
+        };
+        metrics.ran("q", "echo", &usage);
+        {
+            let _running = metrics.running();
+            assert!(metrics.encode().contains("jobbox_running_jobs 1"));
+        }
+        let text = metrics.encode();
+        assert!(text.contains(r#"jobbox_jobs_finished_total{queue="q",job_type="echo",status="COMPLETED",error_type=""} 1"#), "{text}");
+        assert!(
+            text.contains("jobbox_job_run_seconds_count{queue=\"q\",job_type=\"echo\"} 1"),
+            "{text}"
+        );
+        assert!(text.contains("jobbox_running_jobs 0"), "{text}");
+    }
+}
