@@ -171,15 +171,21 @@ impl Browser {
     }
 
     /// Evaluates `expression` until it is `true`, or panics after `timeout` with the
-    /// value of `explain`.
+    /// value of `explain`. An expression that throws counts as not yet true: while a
+    /// page loads, `document.body` is still null.
     pub fn wait_for(&mut self, expression: &str, timeout: Duration, explain: &str) {
         let deadline = Instant::now() + timeout;
         loop {
-            if self.eval(&format!("Boolean({expression})")) == Value::Bool(true) {
+            let check = format!(
+                "(() => {{ try {{ return Boolean({expression}); }} catch (e) {{ return false; }} }})()"
+            );
+            if self.eval(&check) == Value::Bool(true) {
                 return;
             }
             if Instant::now() > deadline {
-                let why = self.eval(explain);
+                let why = self.eval(&format!(
+                    "(() => {{ try {{ return {explain}; }} catch (e) {{ return 'threw: ' + e; }} }})()"
+                ));
                 panic!("`{expression}` not true within {timeout:?}: {why}");
             }
             std::thread::sleep(Duration::from_millis(100));
