@@ -1,5 +1,5 @@
-//! The dashboard's actions: replay a dead letter, cancel a job, roll a handler
-//! back. Each needs the token (see [`super::Token`]).
+//! The dashboard's actions: replay a dead letter, cancel a job or a batch, roll a
+//! handler back. Each needs the token (see [`super::Token`]).
 
 use std::sync::Arc;
 
@@ -48,6 +48,34 @@ pub(super) async fn cancel(
     };
     tracing::info!(job_id = %id, outcome = %said, "dashboard: cancel");
     Ok(Json(json!({ "outcome": said })))
+}
+
+/// Cancels a batch.
+pub(super) async fn cancel_batch(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> ApiResult<Value> {
+    authorize(&state, &headers)?;
+    if !jobbox::is_valid_batch_id(&id) {
+        return Err(ApiError(
+            StatusCode::BAD_REQUEST,
+            "not a batch id".to_string(),
+        ));
+    }
+    let batch = state.client.cancel_batch(&id).await.map_err(|e| match e {
+        jobbox::ClientError::NotFound(what) => {
+            ApiError(StatusCode::NOT_FOUND, format!("no {what}"))
+        }
+        e => ApiError::internal("cancel the batch", e),
+    })?;
+    let said = if batch.active {
+        "cancelling"
+    } else {
+        "already ended"
+    };
+    tracing::info!(batch_id = %id, outcome = said, "dashboard: cancel batch");
+    Ok(Json(json!({ "outcome": said, "status": batch.status })))
 }
 
 /// Replays the dead letter at stream sequence `sequence`.

@@ -3,14 +3,14 @@
 use std::sync::Arc;
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use super::AppState;
-use super::views::{DeadLetterView, ResultView};
+use super::views::{BatchMemberView, BatchView, DeadLetterView, ResultView};
 use crate::registry as versions;
 
 /// An API error: a status and a message (shown by the page as text).
@@ -142,4 +142,78 @@ pub(super) async fn dead_letters(State(state): State<Arc<AppState>>) -> ApiResul
         .map(|(sequence, letter)| DeadLetterView::new(sequence, letter))
         .collect();
     Ok(Json(json!({ "dead_letters": letters })))
+}
+
+/// Most batches `/api/batches` lists: every active one, then the newest ended ones.
+pub const MAX_LISTED_BATCHES: usize = 200;
+
+/// Jobs of one batch shown per page.
+pub const BATCH_PAGE_JOBS: u64 = 50;
+
+/// Batches: the active ones, then the newest ended ones, up to [`MAX_LISTED_BATCHES`].
+pub(super) async fn batches(State(state): State<Arc<AppState>>) -> ApiResult<Value> {
+    let mut all = state
+        .client
+        .batches()
+        .await
+        .map_err(|e| ApiError::internal("list the batches", e))?;
+    let total = all.len();
+    // Active first, each group newest first.
+    all.sort_by(|a, b| {
+        b.active
+            .cmp(&a.active)
+            .then(b.created_at.cmp(&a.created_at))
+    });
+    all.truncate(MAX_LISTED_BATCHES);
+    let listed: Vec<BatchView> = all.into_iter().map(BatchView::from).collect();
+    Ok(Json(json!({ "total": total, "batches": listed })))
+}
+
+/// Which jobs of a batch to show.
+#[derive(Debug, Deserialize)]
+pub(super) struct BatchPage {
+    #[serde(default)]
+    from: u64,
+}
+
+/// One batch: its record and the ended status of [`BATCH_PAGE_JOBS`] of its jobs
+/// from `?from=`.
+pub(super) async fn batch(
+    State(state): State<Arc<AppState>>,
+    Path(id): Path<String>,
+    Query(page): Query<BatchPage>,
+) -> ApiResult<Value> {
+    if !jobbox::is_valid_batch_id(&id) {
+        return Err(ApiError(
+            StatusCode::BAD_REQUEST,
+            "not a batch id".to_string(),
+        ));
+    }
+    let client = &state.client;
+    let batch = client
+        .batch(&id)
+        .await
+        .map_err(|e| ApiError::internal("read the batch", e))?
+        .ok_or_else(|| ApiError(StatusCode::NOT_FOUND, format!("no batch {id}")))?;
+    let from = page.from.min(batch.jobs);
+    let to = from.saturating_add(BATCH_PAGE_JOBS).min(batch.jobs);
+    let mut members = Vec::new();
+    for n in from..to {
+        let job_id = jobbox::batch_job_id(&id, n);
+        let result = client
+            .result(&job_id)
+            .await
+            .map_err(|e| ApiError::internal("read a batch job's result", e))?;
+        members.push(BatchMemberView {
+            job_id,
+            status: result.as_ref().map(|r| r.status),
+            error: result.and_then(|r| r.error),
+        });
+    }
+    Ok(Json(json!({
+        "batch": BatchView::from(batch),
+        "from": from,
+        "page_size": BATCH_PAGE_JOBS,
+        "members": members,
+    })))
 }

@@ -1,13 +1,13 @@
 //! `jobbox dashboard`: a web page served by jobbox itself over a NATS connection —
-//! queues, workers, jobs (search, recent failures, one job's trail), handlers and
-//! dead letters, updated live with server-sent events from the events stream.
+//! queues, workers, jobs (search, recent failures, one job's trail), batches,
+//! handlers and dead letters, updated live with server-sent events from the events stream.
 //!
 //! The page is static HTML, JS and CSS embedded with `include_str!` (no build
 //! chain). It renders every string with `textContent`, never `innerHTML`, and is
 //! served with a Content-Security-Policy that allows only its own script, so a job
 //! whose payload, logs or error hold markup shows it as text. Actions that change
-//! something (replay, cancel, rollback) need the token given at start, sent as
-//! `Authorization: Bearer <token>`.
+//! something (replay, cancel a job or a batch, rollback) need the token given at
+//! start, sent as `Authorization: Bearer <token>`.
 
 mod actions;
 mod api;
@@ -86,8 +86,11 @@ fn router(state: Arc<AppState>) -> Router {
         .route("/api/failures", get(api::failures))
         .route("/api/handlers", get(api::handlers))
         .route("/api/dlq", get(api::dead_letters))
+        .route("/api/batches", get(api::batches))
+        .route("/api/batches/{id}", get(api::batch))
         .route("/api/live", get(live::stream))
         .route("/api/jobs/{id}/cancel", post(actions::cancel))
+        .route("/api/batches/{id}/cancel", post(actions::cancel_batch))
         .route("/api/dlq/{sequence}/replay", post(actions::replay))
         .route("/api/handlers/{job_type}/rollback", post(actions::rollback))
         .layer(axum::middleware::map_response(assets::security_headers))

@@ -2,7 +2,10 @@
 //! bytes turned into bounded text.
 
 use chrono::{DateTime, Utc};
-use jobbox::{DeadLetter, ErrorType, JobResult, JobStatus, LogEntry, Usage};
+use jobbox::{
+    BatchCounts, BatchJob, BatchStatus, CallbackKind, DeadLetter, ErrorType, JobResult, JobStatus,
+    LogEntry, Usage,
+};
 use serde::Serialize;
 
 /// Most bytes of a payload or output shown as text; the rest is cut.
@@ -86,6 +89,71 @@ impl DeadLetterView {
             worker_id: letter.worker_id,
         }
     }
+}
+
+/// A batch as the page lists it: the record without its callback templates (their
+/// payloads are tenant bytes), with its progress and callback job ids.
+#[derive(Debug, Serialize)]
+pub struct BatchView {
+    pub batch_id: String,
+    pub batch_name: String,
+    pub status: BatchStatus,
+    pub jobs: u64,
+    pub counts: BatchCounts,
+    pub progress: f64,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    pub active: bool,
+    pub cancel_requested: bool,
+    pub abandoned: bool,
+    pub callbacks: Vec<CallbackView>,
+}
+
+/// One callback a batch names.
+#[derive(Debug, Serialize)]
+pub struct CallbackView {
+    pub kind: &'static str,
+    pub job_id: String,
+    pub job_type: String,
+    pub queue: String,
+}
+
+impl From<BatchJob> for BatchView {
+    fn from(batch: BatchJob) -> Self {
+        let callbacks = CallbackKind::ALL
+            .into_iter()
+            .filter_map(|kind| {
+                batch.callback(kind).map(|job| CallbackView {
+                    kind: kind.as_str(),
+                    job_id: jobbox::callback_job_id(&batch.batch_id, kind),
+                    job_type: job.job_type.clone(),
+                    queue: job.queue.clone(),
+                })
+            })
+            .collect();
+        Self {
+            progress: batch.progress(),
+            callbacks,
+            batch_id: batch.batch_id,
+            batch_name: batch.batch_name,
+            status: batch.status,
+            jobs: batch.jobs,
+            counts: batch.counts,
+            created_at: batch.created_at,
+            updated_at: batch.updated_at,
+            active: batch.active,
+            cancel_requested: batch.cancel_requested,
+            abandoned: batch.abandoned,
+        }
+    }
+}
+
+/// One job of a batch page: its id and, once it ended, its status.
+#[derive(Debug, Serialize)]
+pub struct BatchMemberView {
+    pub job_id: String,
+    pub status: Option<JobStatus>,
+    pub error: Option<String>,
 }
 
 #[cfg(test)]

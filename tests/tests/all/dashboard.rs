@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
 
-use jobbox::{Client, Job, JobStatus};
+use jobbox::{BatchSpec, BatchStatus, CallbackKind, Client, Job, JobStatus};
 use jobbox_host::dashboard::{Dashboard, Token};
 use jobbox_tests::chromium::{Browser, chromium_bin};
 use jobbox_tests::http::request;
@@ -40,6 +40,28 @@ fn cli_stats(url: &str) -> Value {
         .unwrap_or_else(|| panic!("no {QUEUE} in {all}"))
 }
 
+/// A dashboard on a free port with token [`TOKEN`]: its address, the token that stops
+/// it and its task.
+async fn start_dashboard(
+    client: &Client,
+) -> (
+    String,
+    CancellationToken,
+    tokio::task::JoinHandle<anyhow::Result<()>>,
+) {
+    let stop = CancellationToken::new();
+    let addr = format!("127.0.0.1:{}", free_port());
+    let dashboard = Dashboard::bind(
+        client.clone(),
+        addr.parse().expect("address"),
+        Token::new(TOKEN).expect("token"),
+    )
+    .await
+    .expect("dashboard binds");
+    let serving = tokio::spawn(dashboard.serve(stop.clone()));
+    (addr, stop, serving)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_dashboard_shows_what_jobbox_stats_says_and_escapes_tenant_text() {
     let Some(chromium) = chromium_bin() else {
@@ -56,16 +78,7 @@ async fn the_dashboard_shows_what_jobbox_stats_says_and_escapes_tenant_text() {
     deploy_guest(&client, "reject", guests::REJECT).await;
     deploy_guest(&client, "retry", guests::RETRY).await;
     let worker = RunningWorker::on(&url, &[QUEUE], 2).await;
-    let stop = CancellationToken::new();
-    let addr = format!("127.0.0.1:{}", free_port());
-    let dashboard = Dashboard::bind(
-        client.clone(),
-        addr.parse().expect("address"),
-        Token::new(TOKEN).expect("token"),
-    )
-    .await
-    .expect("dashboard binds");
-    let serving = tokio::spawn(dashboard.serve(stop.clone()));
+    let (addr, stop, serving) = start_dashboard(&client).await;
 
     // Known jobs before the page opens: completions, rejections, one dead letter.
     let mut first = Vec::new();
@@ -258,4 +271,192 @@ async fn the_dashboard_shows_what_jobbox_stats_says_and_escapes_tenant_text() {
         .expect("dashboard joins")
         .expect("dashboard ends cleanly");
     worker.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_batches_page_shows_what_jobbox_batch_status_says_and_cancels_with_the_token() {
+    let Some(chromium) = chromium_bin() else {
+        eprintln!(
+            "SKIPPED: no chromium on the PATH (install Debian's `chromium`, or set CHROMIUM_BIN)"
+        );
+        return;
+    };
+    let server = NatsServer::start();
+    let url = server.url();
+    let client = Client::connect(&url).await.expect("connect");
+    deploy_guest(&client, "echo", guests::ECHO).await;
+    deploy_guest(&client, "reject", guests::REJECT).await;
+    let worker = RunningWorker::on(&url, &[QUEUE], 2).await;
+
+    // An ended batch named with markup: 17 completions, 3 rejections, a callback.
+    let mut jobs = Vec::new();
+    for i in 0..20 {
+        let job_type = if i % 7 == 3 { "reject" } else { "echo" };
+        jobs.push(
+            Job::json(job_type, &json!({ "i": i }))
+                .expect("json")
+                .queue(QUEUE)
+                .max_retries(0),
+        );
+    }
+    let on_complete = Job::json("echo", &json!({})).expect("json").queue(QUEUE);
+    let ended = client
+        .submit_batch(BatchSpec::new(HOSTILE, jobs).on_complete(on_complete))
+        .await
+        .expect("enqueue the batch")
+        .batch_id;
+    let ended_record = client
+        .wait_batch(&ended, Duration::from_secs(60))
+        .await
+        .expect("the batch ends");
+    assert_eq!(ended_record.status, BatchStatus::Failed);
+    let status = cli_batch_status(&url, &ended);
+    assert_eq!(status["completed"], 17, "{status}");
+    assert_eq!(status["failed"], 3, "{status}");
+
+    // A batch on a queue no worker takes yet: it stays RUNNING until cancelled.
+    let parked: Vec<Job> = (0..5)
+        .map(|i| {
+            Job::json("echo", &json!({ "parked": i }))
+                .expect("json")
+                .queue("parked")
+        })
+        .collect();
+    let waiting = client
+        .enqueue_batch("parked", parked)
+        .await
+        .expect("enqueue the parked batch")
+        .batch_id;
+
+    let (addr, stop, serving) = start_dashboard(&client).await;
+    let page = format!("http://{addr}/#batches");
+    let (ended_id, waiting_id, addr_for_browser) = (ended.clone(), waiting.clone(), addr.clone());
+    let browser = tokio::task::spawn_blocking(move || {
+        let mut browser = Browser::start(&chromium, 1280, 900);
+        browser.navigate(&page);
+        browser.wait_for(
+            "document.body.dataset.loaded === 'batches' && document.querySelectorAll('#batches-table tbody tr').length === 2",
+            Duration::from_secs(20),
+            "document.querySelector('#page-batches').textContent",
+        );
+        // The list: the active batch first, then the ended one, with its counts and
+        // its name shown as text.
+        assert_eq!(
+            browser.eval("[...document.querySelectorAll('#batches-table tbody tr')].map(tr => tr.dataset.batch)"),
+            json!([waiting_id, ended_id])
+        );
+        let cell = |field: &str| {
+            format!("document.querySelector('tr[data-batch=\"{ended_id}\"] td[data-field=\"{field}\"]').textContent")
+        };
+        for (field, shown) in [
+            ("status", "FAILED"),
+            ("jobs", "20"),
+            ("completed", "17"),
+            ("failed", "3"),
+            ("dead_letter", "0"),
+            ("cancelled", "0"),
+            ("progress", " 100%"),
+            ("name", HOSTILE),
+        ] {
+            assert_eq!(browser.eval(&cell(field)), json!(shown), "{field}");
+        }
+        assert_eq!(browser.eval("document.querySelectorAll('img, b, script').length"), json!(1));
+        assert_eq!(browser.eval("typeof window.__pwned"), json!("undefined"));
+
+        // Through to the ended batch: each job's result and the callback.
+        browser.eval(&format!("document.querySelector('a.batch-link[data-batch=\"{ended_id}\"]').click()"));
+        browser.wait_for(
+            "document.body.dataset.loaded === 'batch' && document.querySelectorAll('#batch-jobs tbody tr').length === 20",
+            Duration::from_secs(15),
+            "document.querySelector('#page-batch').textContent",
+        );
+        let statuses = browser.eval("[...document.querySelectorAll('#batch-jobs td[data-field=status]')].map(td => td.textContent)");
+        let failed = statuses.as_array().expect("a list").iter().filter(|s| *s == "FAILED").count();
+        assert_eq!(failed, 3, "{statuses}");
+        assert_eq!(
+            browser.eval("document.querySelector('#batch-callbacks li[data-callback=on_complete] a').dataset.job"),
+            json!(jobbox::callback_job_id(&ended_id, CallbackKind::OnComplete))
+        );
+        assert_eq!(browser.eval("document.querySelector('#batch-cancel').disabled"), json!(true));
+
+        // Cancel needs the token.
+        browser.navigate(&format!("http://{addr_for_browser}/#batch/{waiting_id}"));
+        browser.wait_for(
+            "document.body.dataset.loaded === 'batch' && document.querySelector('#batch-summary [data-field=status]').textContent === 'RUNNING'",
+            Duration::from_secs(15),
+            "document.querySelector('#page-batch').textContent",
+        );
+        browser.eval("document.querySelector('#batch-cancel').click()");
+        browser.wait_for(
+            "document.querySelector('#notice').textContent.includes('needs the dashboard token')",
+            Duration::from_secs(10),
+            "document.querySelector('#notice').textContent",
+        );
+        browser.eval(&format!("document.querySelector('#token').value = '{TOKEN}'"));
+        browser.eval("document.querySelector('#batch-cancel').click()");
+        browser.wait_for(
+            "document.querySelector('#notice').textContent === 'cancel batch: cancelling'",
+            Duration::from_secs(10),
+            "document.querySelector('#notice').textContent",
+        );
+        browser
+    })
+    .await
+    .expect("browser session");
+
+    // A worker on the parked queue records the cancelled jobs; the batch ends
+    // CANCELLED, and the page (refreshed by the live events) says so.
+    let parked_worker = RunningWorker::on(&url, &["parked"], 2).await;
+    let cancelled = client
+        .wait_batch(&waiting, Duration::from_secs(60))
+        .await
+        .expect("the cancelled batch ends");
+    assert_eq!(cancelled.status, BatchStatus::Cancelled);
+    assert_eq!(cancelled.counts.cancelled, 5, "{cancelled:?}");
+    tokio::task::spawn_blocking(move || {
+        let mut browser = browser;
+        browser.wait_for(
+            "document.querySelector('#batch-summary [data-field=status]').textContent === 'CANCELLED' && document.querySelector('#batch-summary [data-field=cancelled]').textContent === '5'",
+            Duration::from_secs(15),
+            "document.querySelector('#batch-summary').textContent",
+        );
+    })
+    .await
+    .expect("the page shows the cancelled batch");
+
+    // The same action over plain HTTP without the token, and a bad id.
+    let response = request(
+        &addr,
+        "POST",
+        &format!("/api/batches/{ended}/cancel"),
+        &[],
+        "",
+    );
+    assert_eq!(response.status, 401, "{}", response.body);
+    let response = request(&addr, "GET", "/api/batches/a%20b", &[], "");
+    assert_eq!(response.status, 400, "{}", response.body);
+    let response = request(&addr, "GET", "/api/batches/no-such-batch", &[], "");
+    assert_eq!(response.status, 404, "{}", response.body);
+
+    stop.cancel();
+    serving
+        .await
+        .expect("dashboard joins")
+        .expect("dashboard ends cleanly");
+    parked_worker.stop().await;
+    worker.stop().await;
+}
+
+/// `jobbox batch status <id> -o json`.
+fn cli_batch_status(url: &str, batch_id: &str) -> Value {
+    let output = Command::new(jobbox_bin())
+        .args(["batch", "status", batch_id, "-o", "json", "--nats-url", url])
+        .output()
+        .expect("run jobbox batch status");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_slice(&output.stdout).expect("batch status is JSON")
 }

@@ -148,6 +148,67 @@ async function showJob(id) {
     el("li", {}, time(l.timestamp) + " " + l.level + " " + l.message)));
 }
 
+function batchLink(id) {
+  return el("a", { href: "#batch/" + encodeURIComponent(id), class: "batch-link", "data-batch": id }, id);
+}
+
+function progressBar(share) {
+  const percent = Math.round(Math.max(0, Math.min(1, Number(share) || 0)) * 100);
+  return el("span", { class: "progress" }, el("progress", { max: 100, value: percent }), " " + percent + "%");
+}
+
+async function showBatches() {
+  const data = await getJson("/api/batches");
+  text($("#batches-total"), data.total > data.batches.length
+    ? "(" + data.batches.length + " of " + data.total + ": active, then newest)" : "");
+  $("#batches-table tbody").replaceChildren(...data.batches.map((b) =>
+    el("tr", { "data-batch": b.batch_id },
+      el("td", {}, batchLink(b.batch_id)),
+      el("td", { "data-field": "name" }, b.batch_name),
+      el("td", { "data-field": "status", class: "status-" + b.status }, b.status + (b.cancel_requested && b.active ? " (cancelling)" : "")),
+      el("td", { class: "num", "data-field": "jobs" }, b.jobs),
+      ...["completed", "failed", "dead_letter", "cancelled"].map((field) =>
+        el("td", { class: "num", "data-field": field }, b.counts[field])),
+      el("td", { "data-field": "progress" }, progressBar(b.progress)),
+      el("td", {}, time(b.created_at)),
+      el("td", {}, time(b.updated_at)))));
+}
+
+let currentBatch = null;
+let batchFrom = 0;
+
+async function showBatch(id, from) {
+  currentBatch = id;
+  batchFrom = from || 0;
+  text($("#batch-title"), id);
+  const data = await getJson("/api/batches/" + encodeURIComponent(id) + "?from=" + batchFrom);
+  const b = data.batch;
+  const summary = [
+    ["name", b.batch_name], ["status", b.status], ["jobs", b.jobs],
+    ["completed", b.counts.completed], ["failed", b.counts.failed],
+    ["dead_letter", b.counts.dead_letter], ["cancelled", b.counts.cancelled],
+    ["progress", progressBar(b.progress)], ["active", b.active ? "yes" : "no"],
+    ["cancel requested", b.cancel_requested ? "yes" : "no"],
+    ["enqueue abandoned", b.abandoned ? "yes" : "no"],
+    ["created", time(b.created_at)], ["updated", time(b.updated_at)],
+  ];
+  $("#batch-summary").replaceChildren(...summary.flatMap(([k, v]) =>
+    [el("dt", {}, k), el("dd", { "data-field": k, class: k === "status" ? "status-" + v : "" }, v)]));
+  $("#batch-cancel").disabled = !b.active || b.cancel_requested;
+  $("#batch-callbacks").replaceChildren(...(b.callbacks.length ? b.callbacks.map((c) =>
+    el("li", { "data-callback": c.kind }, c.kind + ": ", jobLink(c.job_id), " (" + c.job_type + " on " + c.queue + ")"))
+    : [el("li", { class: "muted" }, "none")]));
+  const to = data.from + data.members.length;
+  text($("#batch-range"), data.members.length ? (data.from + 1) + "–" + to + " of " + b.jobs : "none");
+  $("#batch-prev").disabled = data.from === 0;
+  $("#batch-next").disabled = to >= b.jobs;
+  $("#batch-jobs tbody").replaceChildren(...data.members.map((m) =>
+    el("tr", { "data-job": m.job_id },
+      el("td", {}, jobLink(m.job_id)),
+      el("td", { "data-field": "status", class: m.status ? "status-" + m.status : "muted" }, m.status || "not ended"),
+      el("td", {}, m.error || ""))));
+}
+
 async function showHandlers() {
   const data = await getJson("/api/handlers");
   $("#handlers-list").replaceChildren(...data.handlers.map((h) =>
@@ -204,11 +265,16 @@ function route() {
   const hash = decodeURIComponent(location.hash.slice(1)) || "queues";
   const [page, ...rest] = hash.split("/");
   const id = rest.join("/");
-  const name = page === "job" ? "job" : (["queues", "workers", "jobs", "handlers", "dlq"].includes(page) ? page : "queues");
+  const name = ["queues", "workers", "jobs", "job", "batches", "batch", "handlers", "dlq"].includes(page) ? page : "queues";
+  const tab = { job: "jobs", batch: "batches" }[name] || name;
   for (const section of document.querySelectorAll(".page")) section.hidden = section.id !== "page-" + name;
-  for (const link of document.querySelectorAll("nav a")) link.classList.toggle("active", link.dataset.page === (name === "job" ? "jobs" : name));
+  for (const link of document.querySelectorAll("nav a")) link.classList.toggle("active", link.dataset.page === tab);
   if (name !== "job") currentJob = null;
-  const show = { queues: showQueues, workers: showWorkers, jobs: showJobs, handlers: showHandlers, dlq: showDlq, job: () => showJob(id) }[name];
+  if (name !== "batch") currentBatch = null;
+  const show = {
+    queues: showQueues, workers: showWorkers, jobs: showJobs, job: () => showJob(id),
+    batches: showBatches, batch: () => showBatch(id, 0), handlers: showHandlers, dlq: showDlq,
+  }[name];
   document.body.dataset.page = name;
   document.body.dataset.loaded = "";
   return run(show).then(() => { document.body.dataset.loaded = name; });
@@ -224,6 +290,8 @@ function refreshSoon() {
     else if (page === "workers") run(showWorkers);
     else if (page === "jobs") run(showJobs);
     else if (page === "job" && currentJob) run(() => showJob(currentJob));
+    else if (page === "batches") run(showBatches);
+    else if (page === "batch" && currentBatch) run(() => showBatch(currentBatch, batchFrom));
   }, 1000);
 }
 
@@ -254,6 +322,13 @@ window.addEventListener("DOMContentLoaded", () => {
     notice("cancel: " + done.outcome);
     await showJob(currentJob);
   }));
+  $("#batch-cancel").addEventListener("click", () => run(async () => {
+    const done = await act("/api/batches/" + encodeURIComponent(currentBatch) + "/cancel");
+    notice("cancel batch: " + done.outcome);
+    await showBatch(currentBatch, batchFrom);
+  }));
+  $("#batch-prev").addEventListener("click", () => run(() => showBatch(currentBatch, Math.max(0, batchFrom - 50))));
+  $("#batch-next").addEventListener("click", () => run(() => showBatch(currentBatch, batchFrom + 50)));
   setInterval(refreshSoon, 5000);
   live();
   route();
