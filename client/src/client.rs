@@ -69,6 +69,36 @@ pub enum EventsFrom {
     Now,
 }
 
+/// How [`Client::connect_with`] sets up jobbox's layout.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientOptions {
+    /// Copies of each stream and bucket to create where missing: 1 on one server, 3
+    /// on a cluster (see [`layout::check_replicas`]). Existing ones keep theirs.
+    pub replicas: usize,
+}
+
+impl Default for ClientOptions {
+    fn default() -> Self {
+        Self { replicas: 1 }
+    }
+}
+
+/// The server URLs in a comma-separated list, blanks around them ignored.
+pub fn server_urls(urls: &str) -> Result<Vec<String>, ClientError> {
+    let servers: Vec<String> = urls
+        .split(',')
+        .map(str::trim)
+        .filter(|url| !url.is_empty())
+        .map(String::from)
+        .collect();
+    if servers.is_empty() {
+        return Err(ClientError::InvalidLayout(format!(
+            "no NATS server URL in {urls:?}"
+        )));
+    }
+    Ok(servers)
+}
+
 /// A connection to jobbox's NATS layout.
 ///
 /// Cheap to clone; clones share one NATS connection.
@@ -96,6 +126,15 @@ impl Client {
     /// # Ok(()) }
     /// ```
     pub async fn connect(url: &str) -> Result<Self, ClientError> {
+        Self::connect_with(url, &ClientOptions::default()).await
+    }
+
+    /// Connects to one of `urls` (comma-separated: `nats://a:4222,nats://b:4222`, the
+    /// servers of a cluster) and creates what is missing of jobbox's layout with
+    /// `options`. After a lost connection it reconnects, without limit, to any of the
+    /// servers given or announced by the cluster.
+    pub async fn connect_with(urls: &str, options: &ClientOptions) -> Result<Self, ClientError> {
+        let servers = server_urls(urls)?;
         let (connected, reconnects) = tokio::sync::watch::channel(0u64);
         let connections = Arc::new(AtomicU64::new(0));
         let nats = async_nats::ConnectOptions::new()
@@ -116,28 +155,29 @@ impl Client {
                     }
                 }
             })
-            .connect(url)
+            .connect(servers)
             .await
             .map_err(|source| ClientError::Connect {
-                url: url.to_string(),
+                url: urls.to_string(),
                 source,
             })?;
-        Self::with_reconnects(nats, reconnects).await
+        Self::with_reconnects(nats, reconnects, options.replicas).await
     }
 
     /// Uses an existing NATS connection. [`Client::reconnects`] never changes for
     /// a client made this way.
     pub async fn from_nats(nats: async_nats::Client) -> Result<Self, ClientError> {
         let (_, reconnects) = tokio::sync::watch::channel(0u64);
-        Self::with_reconnects(nats, reconnects).await
+        Self::with_reconnects(nats, reconnects, 1).await
     }
 
     async fn with_reconnects(
         nats: async_nats::Client,
         reconnects: tokio::sync::watch::Receiver<u64>,
+        replicas: usize,
     ) -> Result<Self, ClientError> {
         let js = jetstream::new(nats.clone());
-        let layout = layout::ensure(&js).await?;
+        let layout = layout::ensure_with(&js, replicas).await?;
         Ok(Self {
             nats,
             js,
@@ -479,5 +519,20 @@ fn event_subject(event: &JobEvent) -> String {
         nats::handler_event_subject(&event.job_type, event.event_type)
     } else {
         nats::event_subject(&event.queue, &event.job_id, event.event_type)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn server_urls_split_on_commas() {
+        assert_eq!(
+            server_urls(" nats://a:1 ,nats://b:2,,").ok(),
+            Some(vec!["nats://a:1".to_string(), "nats://b:2".to_string()])
+        );
+        assert!(server_urls("").is_err());
+        assert!(server_urls(" , ").is_err());
     }
 }

@@ -54,6 +54,9 @@ pub enum ClientError {
     /// Waiting for something took longer than allowed.
     #[error("timed out after {0:?} waiting for {1}")]
     Timeout(std::time::Duration, String),
+    /// A layout setting (replicas, server URLs) was refused.
+    #[error("invalid layout: {0}")]
+    InvalidLayout(String),
     /// Something that should exist does not.
     #[error("{0} not found")]
     NotFound(String),

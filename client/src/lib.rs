@@ -31,7 +31,9 @@ pub mod schedules;
 pub mod wire;
 
 pub use batches::{BatchEnqueued, BatchSpec};
-pub use client::{Client, ENQUEUE_PIPELINE, Enqueued, EventsFrom, digest_of};
+pub use client::{
+    Client, ClientOptions, ENQUEUE_PIPELINE, Enqueued, EventsFrom, digest_of, server_urls,
+};
 pub use error::{ClientError, is_store_full};
 pub use jobs::{COUNTERS, CancelOutcome, final_event_id};
 
