@@ -3,6 +3,7 @@
 
 /// Paths of the wasm guests (example handlers and test guests) that `build.rs` built.
 pub mod guests;
+mod nats_cluster;
 mod nats_server;
 
 use std::path::PathBuf;
@@ -14,6 +15,7 @@ use jobbox_host::worker::{Worker, WorkerConfig};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+pub use nats_cluster::{CLUSTER_NAME, NatsCluster};
 pub use nats_server::{NatsServer, free_port, nats_server_bin};
 
 /// Deploys the guest at `path` as `job_type` with default limits.

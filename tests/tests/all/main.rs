@@ -9,6 +9,8 @@
 //! - `hot_swap`: handler versions, hot swap, rollback, pinning, the compile cache.
 //! - `lifecycle`: retries, dead letters, job state, priorities, delays, cancellation,
 //!   heartbeats, stats, shutdown.
+//! - `cluster`: a three-node cluster: R3 layout, replicas changed on a live
+//!   deployment, a node killed under load.
 //! - `faults`: nats-server killed under load, a stalled worker, a full store.
 //! - `poison`: hostile ids, oversized guest errors, reused ids: every message ends.
 //! - `readme`: the README's commands work.
@@ -16,6 +18,7 @@
 
 mod bad_input;
 mod batches;
+mod cluster;
 mod faults;
 mod hostile;
 mod hot_swap;
