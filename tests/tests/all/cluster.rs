@@ -163,3 +163,171 @@ async fn replicas_out_of_range_or_beyond_a_single_server_are_refused_with_the_re
     println!("{error}");
     assert!(!jobbox::is_store_full(&error), "not a full store: {error}");
 }
+
+/// The node leading the jobs stream, by its server name.
+async fn jobs_leader(client: &Client) -> String {
+    loop {
+        let leader = async {
+            let mut stream = client
+                .jetstream()
+                .get_stream(nats::JOBS_STREAM)
+                .await
+                .ok()?;
+            stream.info().await.ok()?.cluster.clone()?.leader
+        };
+        if let Some(leader) = leader.await {
+            return leader;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// True when every jobbox stream has all its replicas current and online.
+async fn all_replicas_current(client: &Client) -> bool {
+    for name in layout::stream_names() {
+        let current = async {
+            let mut stream = client.jetstream().get_stream(&name).await.ok()?;
+            let cluster = stream.info().await.ok()?.cluster.clone()?;
+            Some(
+                cluster.leader.is_some()
+                    && cluster.replicas.len() == 2
+                    && cluster.replicas.iter().all(|p| p.current && !p.offline),
+            )
+        };
+        if current.await != Some(true) {
+            return false;
+        }
+    }
+    true
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_killed_under_load_and_brought_back_leaves_one_result_per_job() {
+    const JOBS: usize = 20_000;
+    let mut cluster = NatsCluster::start().await;
+    let setup = connect(&cluster.urls(), 3).await;
+    let leader = jobs_leader(&setup).await;
+    let victim = cluster.index_of(&leader).expect("the leader is a node");
+    let other = (victim + 1) % 3;
+    let third = (victim + 2) % 3;
+    // The test's own client stays on a node that lives.
+    let client = connect(&cluster.url(third), 3).await;
+    deploy_guest(&client, "echo", guests::ECHO).await;
+    deploy_guest(&client, "swap", guests::ECHO).await;
+    let jobs = echo_jobs(JOBS, "loss");
+    super::faults::enqueue_all(&client, &jobs).await;
+    let worker_args = ["--queue", "loss", "--concurrency", "32", "--ack-wait", "5s"];
+    // One worker on the node that will die, one on another.
+    let _on_victim = KillOnDrop(spawn_worker_process(&cluster.url(victim), &worker_args));
+    let _on_other = KillOnDrop(spawn_worker_process(&cluster.url(other), &worker_args));
+    // High priority: it runs ahead of the backlog, before the new version is deployed.
+    let swap_before = Job::json("swap", &json!({"before": true}))
+        .expect("job")
+        .queue("loss")
+        .priority(jobbox::MAX_PRIORITY);
+    client.enqueue(&swap_before).await.expect("enqueue");
+
+    let started = std::time::Instant::now();
+    super::faults::until_results(&client, (JOBS / 2) as u64, Duration::from_secs(120)).await;
+    let before = super::faults::results_stored(&client).await;
+    let killed = std::time::Instant::now();
+    cluster.kill(victim);
+    super::faults::until_results(&client, before + 1, Duration::from_secs(60)).await;
+    let kill_to_result = killed.elapsed();
+    // Routes and hot swap while the node is down.
+    deploy_guest(&client, "swap", guests::ECHO_V2).await;
+    let swap_after = Job::json("swap", &json!({"after": true}))
+        .expect("job")
+        .queue("loss");
+    // Right after the kill the jobs stream may be electing a leader: a publish meets
+    // no responder (StreamNotFound) and is sent again (enqueue is idempotent by id).
+    enqueue_retrying(&client, &swap_after).await;
+
+    super::faults::until_results(&client, (JOBS * 3 / 4) as u64, Duration::from_secs(120)).await;
+    cluster.restart(victim);
+    let restarted = std::time::Instant::now();
+    super::faults::until_results(&client, JOBS as u64 + 2, Duration::from_secs(120)).await;
+    let all_done = started.elapsed();
+    let recovery = tokio::time::timeout(Duration::from_secs(60), async {
+        while !all_replicas_current(&client).await {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await;
+    assert!(recovery.is_ok(), "the restarted node never caught up");
+    let to_recovery = restarted.elapsed();
+    wait_settled_loss(&client).await;
+
+    let swapped_before = wait_result(&client, &swap_before.id, Duration::from_secs(10)).await;
+    assert_eq!(
+        swapped_before.result.as_deref(),
+        Some(swap_before.payload.as_slice())
+    );
+    let swapped_after = wait_result(&client, &swap_after.id, Duration::from_secs(10)).await;
+    let text = String::from_utf8_lossy(swapped_after.result.as_deref().unwrap_or_default());
+    assert!(
+        text.starts_with(r#"{"v":2,"#),
+        "the new version ran: {text}"
+    );
+
+    let results = super::faults::results_of(&client, &jobs).await;
+    for stored in results.values() {
+        assert_eq!(
+            stored.result.status,
+            JobStatus::Completed,
+            "{}",
+            brief(&stored.result)
+        );
+    }
+    let events = super::faults::all_events(&client).await;
+    let trails = super::faults::trails(&events, &results);
+    let mut runs: std::collections::HashMap<usize, usize> = Default::default();
+    for job in &jobs {
+        let trail = &trails[&job.id];
+        assert_eq!(
+            trail.terminal, 1,
+            "terminal events of {}: {trail:?}",
+            job.id
+        );
+        assert_eq!(
+            trail.started_after_result, 0,
+            "job {} ran after its result was stored: {trail:?}",
+            job.id
+        );
+        *runs.entry(trail.started).or_default() += 1;
+    }
+    let duplicates: usize = runs
+        .iter()
+        .filter(|(started, _)| **started > 1)
+        .map(|(_, jobs)| jobs)
+        .sum();
+    println!(
+        "R3, {JOBS} jobs, 2 worker processes, node {leader} (jobs stream leader) killed at \
+         {before} results: {} results, {duplicates} jobs started more than once (none after \
+         its result), jobs by STARTED count {runs:?}; kill to first result after it \
+         {kill_to_result:?}; all done {all_done:?} after the start; restart to every \
+         replica current {to_recovery:?}",
+        results.len()
+    );
+}
+
+/// Waits until the loss test's queue has nothing pending or unacknowledged.
+async fn wait_settled_loss(client: &Client) {
+    jobbox_tests::wait_settled(client, "loss", Duration::from_secs(60)).await;
+}
+
+/// Enqueues `job`, sending it again every 200 ms for up to 30 s while the cluster
+/// answers with an error (a leader election after a node loss).
+async fn enqueue_retrying(client: &Client, job: &Job) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        match client.enqueue(job).await {
+            Ok(_) => return,
+            Err(e) if tokio::time::Instant::now() < deadline => {
+                println!("enqueue during the failover: {e}; again");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            Err(e) => panic!("enqueue {} after 30 s: {e}", job.id),
+        }
+    }
+}
