@@ -34,6 +34,11 @@ pub struct Enqueued {
 /// enough that a slow server pushes back before the client buffers megabytes.
 pub const ENQUEUE_PIPELINE: usize = 1024;
 
+/// How long an enqueue keeps sending a job again while JetStream's answer is
+/// transient. A three-node cluster elects a new stream leader within a few seconds
+/// of losing one; longer than this is an outage the caller should hear about.
+pub const ENQUEUE_RETRY_FOR: Duration = Duration::from_secs(15);
+
 /// Publishes of one enqueue whose acks are still to come.
 pub(crate) struct PendingEnqueue {
     events: Vec<(JobEventType, jetstream::context::PublishAckFuture)>,
@@ -69,6 +74,36 @@ pub enum EventsFrom {
     Now,
 }
 
+/// How [`Client::connect_with`] sets up jobbox's layout.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientOptions {
+    /// Copies of each stream and bucket to create where missing: 1 on one server, 3
+    /// on a cluster (see [`layout::check_replicas`]). Existing ones keep theirs.
+    pub replicas: usize,
+}
+
+impl Default for ClientOptions {
+    fn default() -> Self {
+        Self { replicas: 1 }
+    }
+}
+
+/// The server URLs in a comma-separated list, blanks around them ignored.
+pub fn server_urls(urls: &str) -> Result<Vec<String>, ClientError> {
+    let servers: Vec<String> = urls
+        .split(',')
+        .map(str::trim)
+        .filter(|url| !url.is_empty())
+        .map(String::from)
+        .collect();
+    if servers.is_empty() {
+        return Err(ClientError::InvalidLayout(format!(
+            "no NATS server URL in {urls:?}"
+        )));
+    }
+    Ok(servers)
+}
+
 /// A connection to jobbox's NATS layout.
 ///
 /// Cheap to clone; clones share one NATS connection.
@@ -77,6 +112,8 @@ pub struct Client {
     nats: async_nats::Client,
     js: jetstream::Context,
     layout: Layout,
+    /// Result reads that follow a change of the bucket's read mode.
+    results: Arc<crate::result_reads::ResultReads>,
     /// How many times the connection was established again after a loss.
     reconnects: tokio::sync::watch::Receiver<u64>,
 }
@@ -96,6 +133,15 @@ impl Client {
     /// # Ok(()) }
     /// ```
     pub async fn connect(url: &str) -> Result<Self, ClientError> {
+        Self::connect_with(url, &ClientOptions::default()).await
+    }
+
+    /// Connects to one of `urls` (comma-separated: `nats://a:4222,nats://b:4222`, the
+    /// servers of a cluster) and creates what is missing of jobbox's layout with
+    /// `options`. After a lost connection it reconnects, without limit, to any of the
+    /// servers given or announced by the cluster.
+    pub async fn connect_with(urls: &str, options: &ClientOptions) -> Result<Self, ClientError> {
+        let servers = server_urls(urls)?;
         let (connected, reconnects) = tokio::sync::watch::channel(0u64);
         let connections = Arc::new(AtomicU64::new(0));
         let nats = async_nats::ConnectOptions::new()
@@ -116,32 +162,37 @@ impl Client {
                     }
                 }
             })
-            .connect(url)
+            .connect(servers)
             .await
             .map_err(|source| ClientError::Connect {
-                url: url.to_string(),
+                url: urls.to_string(),
                 source,
             })?;
-        Self::with_reconnects(nats, reconnects).await
+        Self::with_reconnects(nats, reconnects, options.replicas).await
     }
 
     /// Uses an existing NATS connection. [`Client::reconnects`] never changes for
     /// a client made this way.
     pub async fn from_nats(nats: async_nats::Client) -> Result<Self, ClientError> {
         let (_, reconnects) = tokio::sync::watch::channel(0u64);
-        Self::with_reconnects(nats, reconnects).await
+        Self::with_reconnects(nats, reconnects, 1).await
     }
 
     async fn with_reconnects(
         nats: async_nats::Client,
         reconnects: tokio::sync::watch::Receiver<u64>,
+        replicas: usize,
     ) -> Result<Self, ClientError> {
         let js = jetstream::new(nats.clone());
-        let layout = layout::ensure(&js).await?;
+        let layout = layout::ensure_with(&js, replicas).await?;
+        let results = Arc::new(crate::result_reads::ResultReads::new(
+            layout.results.clone(),
+        ));
         Ok(Self {
             nats,
             js,
             layout,
+            results,
             reconnects,
         })
     }
@@ -179,8 +230,31 @@ impl Client {
         if !job.depends_on.is_empty() {
             self.check_dependencies(std::slice::from_ref(job)).await?;
         }
-        let pending = self.send_enqueue(job).await?;
-        pending.stored(job).await
+        self.enqueue_checked(job).await
+    }
+
+    /// Sends a valid job and waits for it to be stored, sending it again while the
+    /// answer is transient (a cluster electing a stream leader after losing a node, a
+    /// broken connection) for up to [`ENQUEUE_RETRY_FOR`]. Safe: the job and its
+    /// events carry message ids, so a copy stored by an earlier try is not stored
+    /// twice (that try's job then comes back as `duplicate`).
+    async fn enqueue_checked(&self, job: &Job) -> Result<Enqueued, ClientError> {
+        let give_up = tokio::time::Instant::now() + ENQUEUE_RETRY_FOR;
+        let mut pause = Duration::from_millis(50);
+        loop {
+            let stored = match self.send_enqueue(job).await {
+                Ok(pending) => pending.stored(job).await,
+                Err(e) => Err(e),
+            };
+            match stored {
+                Err(e) if e.is_transient() && tokio::time::Instant::now() + pause < give_up => {
+                    tracing::debug!(job_id = %job.id, error = %e, "enqueue: sending again");
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(Duration::from_secs(1));
+                }
+                outcome => return outcome,
+            }
+        }
     }
 
     /// Enqueues many jobs, pipelined: every publish is sent first, then the acks are
@@ -200,9 +274,13 @@ impl Client {
                 });
             }
             for (job, pending) in chunk.iter().zip(sent) {
-                outcomes.push(match pending {
+                let outcome = match pending {
                     Ok(pending) => pending.stored(job).await,
                     Err(e) => Err(e),
+                };
+                outcomes.push(match outcome {
+                    Err(e) if e.is_transient() => self.enqueue_checked(job).await,
+                    outcome => outcome,
                 });
             }
         }
@@ -273,16 +351,21 @@ impl Client {
 
     /// The job's result, if it has one.
     pub async fn result(&self, job_id: &str) -> Result<Option<JobResult>, ClientError> {
-        let entry = self
-            .layout
-            .results
-            .get(job_id)
-            .await
-            .during(|| format!("read the result of job {job_id}"))?;
-        entry
+        self.result_bytes(job_id)
+            .await?
             .map(|bytes| wire::decode(&bytes))
             .transpose()
             .map_err(Into::into)
+    }
+
+    /// The job's result as stored (encoded), if it has one. Prefer this to reading
+    /// [`Layout::results`] directly: it follows a change of the bucket's replicas
+    /// made while this client runs.
+    pub async fn result_bytes(&self, job_id: &str) -> Result<Option<Bytes>, ClientError> {
+        self.results
+            .get(job_id)
+            .await
+            .during(|| format!("read the result of job {job_id}"))
     }
 
     /// Waits up to `timeout` for the job's result.
@@ -479,5 +562,20 @@ fn event_subject(event: &JobEvent) -> String {
         nats::handler_event_subject(&event.job_type, event.event_type)
     } else {
         nats::event_subject(&event.queue, &event.job_id, event.event_type)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn server_urls_split_on_commas() {
+        assert_eq!(
+            server_urls(" nats://a:1 ,nats://b:2,,").ok(),
+            Some(vec!["nats://a:1".to_string(), "nats://b:2".to_string()])
+        );
+        assert!(server_urls("").is_err());
+        assert!(server_urls(" , ").is_err());
     }
 }

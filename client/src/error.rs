@@ -54,6 +54,9 @@ pub enum ClientError {
     /// Waiting for something took longer than allowed.
     #[error("timed out after {0:?} waiting for {1}")]
     Timeout(std::time::Duration, String),
+    /// A layout setting (replicas, server URLs) was refused.
+    #[error("invalid layout: {0}")]
+    InvalidLayout(String),
     /// Something that should exist does not.
     #[error("{0} not found")]
     NotFound(String),
@@ -107,6 +110,45 @@ pub fn is_store_full(error: &(dyn std::error::Error + 'static)) -> bool {
                 api.error_code(),
                 ErrorCode::INSUFFICIENT_RESOURCES | ErrorCode::STORAGE_RESOURCES_EXCEEDED
             );
+        }
+        current = e.source();
+    }
+    false
+}
+
+impl ClientError {
+    /// Whether sending the same write again may succeed: JetStream did not answer, or
+    /// answered that the stream has no leader right now (after a cluster node is lost,
+    /// until a new leader is elected), or the connection broke. Not a full store, not a
+    /// refusal.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            Self::Nats { source, .. } => is_transient(source.as_ref()),
+            Self::Timeout(..) => true,
+            _ => false,
+        }
+    }
+}
+
+/// Whether `error`, or an error it was caused by, says "no answer now" rather than
+/// "no": see [`ClientError::is_transient`].
+fn is_transient(error: &(dyn std::error::Error + 'static)) -> bool {
+    use async_nats::jetstream::context::{PublishError, PublishErrorKind};
+    let mut current = Some(error);
+    while let Some(e) = current {
+        if let Some(publish) = e.downcast_ref::<PublishError>()
+            && matches!(
+                publish.kind(),
+                PublishErrorKind::StreamNotFound
+                    | PublishErrorKind::TimedOut
+                    | PublishErrorKind::BrokenPipe
+            )
+        {
+            return true;
+        }
+        if let Some(api) = e.downcast_ref::<async_nats::jetstream::Error>() {
+            // 503: JetStream (or the stream's leader) is not available right now.
+            return api.code() == 503;
         }
         current = e.source();
     }

@@ -28,12 +28,16 @@ mod jobs;
 pub mod layout;
 pub mod model;
 pub mod nats;
+mod result_reads;
 pub mod schedules;
 pub mod wire;
 
 pub use atomic::MAX_ATOMIC_JOBS;
 pub use batches::{BatchEnqueued, BatchSpec};
-pub use client::{Client, ENQUEUE_PIPELINE, Enqueued, EventsFrom, digest_of};
+pub use client::{
+    Client, ClientOptions, ENQUEUE_PIPELINE, ENQUEUE_RETRY_FOR, Enqueued, EventsFrom, digest_of,
+    server_urls,
+};
 pub use error::{ClientError, is_store_full};
 pub use jobs::{COUNTERS, CancelOutcome, final_event_id};
 

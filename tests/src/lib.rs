@@ -5,6 +5,7 @@
 pub mod chromium;
 pub mod guests;
 pub mod http;
+mod nats_cluster;
 mod nats_server;
 
 use std::path::PathBuf;
@@ -16,6 +17,7 @@ use jobbox_host::worker::{Worker, WorkerConfig};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+pub use nats_cluster::{CLUSTER_NAME, NatsCluster};
 pub use nats_server::{NatsServer, free_port, nats_server_bin};
 
 /// Deploys the guest at `path` as `job_type` with default limits.

@@ -1,6 +1,7 @@
-//! `jobbox bench`: enqueue N echo jobs, run them through an in-process worker over a
-//! real NATS server, and report throughput and enqueue → result latency
-//! (`--transport`: the same writes without a worker, the ceiling).
+//! `jobbox bench`: enqueue N echo jobs, run them through an in-process worker (or
+//! `--workers N` worker processes) over a real NATS server or cluster, and report
+//! throughput and enqueue → result latency (`--transport`: the same writes without a
+//! worker, the ceiling).
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -15,7 +16,8 @@ use tokio_util::sync::CancellationToken;
 
 use super::Output;
 use super::bench_transport as transport;
-use super::local_nats::LocalNats;
+use super::local_nats::LocalServers;
+use super::worker_processes::WorkerProcesses;
 use crate::registry::{DeployOptions, deploy};
 use crate::worker::{NativeHandlers, Worker, WorkerConfig, native_echo};
 
@@ -25,9 +27,22 @@ const ENQUEUE_BATCH: usize = 500;
 /// Arguments of `jobbox bench`.
 #[derive(Debug, Args)]
 pub struct BenchArgs {
-    /// Use this NATS server instead of starting a local one.
+    /// Use this NATS server instead of starting a local one (several, comma-separated,
+    /// for a cluster).
     #[arg(long, env = "JOBBOX_NATS_URL")]
     nats_url: Option<String>,
+    /// Start a local three-node cluster instead of one server.
+    #[arg(long, conflicts_with = "nats_url")]
+    cluster: bool,
+    /// Copies of each stream and bucket to create (default: 3 with --cluster, else 1;
+    /// an existing layout keeps its own). R1 against R3 is the cost of replication.
+    #[arg(long, value_parser = clap::value_parser!(u8).range(1..=jobbox::layout::MAX_REPLICAS as i64))]
+    replicas: Option<u8>,
+    /// Run the jobs on this many `jobbox worker` processes (each with --concurrency,
+    /// spread over the cluster's nodes) instead of a worker inside the bench process.
+    #[arg(long, value_parser = clap::value_parser!(u16).range(1..=64),
+          conflicts_with_all = ["transport", "handler", "metrics_addr"])]
+    workers: Option<u16>,
     /// The echo handler to run (default: target/wasm32-wasip2/release/example_echo.wasm).
     #[arg(long)]
     echo_wasm: Option<PathBuf>,
@@ -109,9 +124,14 @@ struct Report {
     batch: bool,
     /// From the start to the batch record marked ended (with `--batch`).
     batch_ended_s: Option<f64>,
-    /// CPU-seconds per 1,000 jobs of this process (worker, enqueuer and watcher).
+    /// Copies of each stream the jobs went through.
+    replicas: usize,
+    /// Worker processes (with `--workers`; none: the worker ran in the bench process).
+    workers: Option<u16>,
+    /// CPU-seconds per 1,000 jobs of this process (worker, enqueuer and watcher) and
+    /// of the worker processes.
     cpu_s_per_1000_bench: Option<f64>,
-    /// CPU-seconds per 1,000 jobs of the local nats-server (when it was started here).
+    /// CPU-seconds per 1,000 jobs of the local nats-server(s) (when started here).
     cpu_s_per_1000_nats: Option<f64>,
 }
 
@@ -136,15 +156,19 @@ pub async fn run(args: BenchArgs, output: Output) -> anyhow::Result<ExitCode> {
     } else {
         None
     };
-    let (_local, url) = match &args.nats_url {
+    let (local, url) = match &args.nats_url {
         Some(url) => (None, url.clone()),
         None => {
-            let local = LocalNats::start(0)?;
-            let url = local.url();
+            let local = LocalServers::start(0, args.cluster).await?;
+            let url = local.urls();
             (Some(local), url)
         }
     };
-    let client = jobbox::Client::connect(&url).await?;
+    let replicas = args.replicas.map_or_else(
+        || local.as_ref().map_or(1, LocalServers::replicas),
+        usize::from,
+    );
+    let client = jobbox::Client::connect_with(&url, &jobbox::ClientOptions { replicas }).await?;
     let queue = format!("bench-{}", ulid::Ulid::new().to_string().to_lowercase());
     if let Some(wasm) = wasm {
         deploy(&client, "bench-echo", wasm, DeployOptions::default()).await?;
@@ -158,7 +182,13 @@ pub async fn run(args: BenchArgs, output: Output) -> anyhow::Result<ExitCode> {
         config.native = NativeHandlers::default().with("bench-echo", native_echo());
     }
     let shutdown = CancellationToken::new();
+    let mut processes = None;
     let worker_task = if args.transport {
+        None
+    } else if let Some(count) = args.workers {
+        let spawned = WorkerProcesses::spawn(count.into(), &url, &queue, &config)?;
+        spawned.wait_ready(&client, args.timeout).await?;
+        processes = Some(spawned);
         None
     } else {
         let worker = Worker::new(client.clone(), config).await?;
@@ -168,8 +198,10 @@ pub async fn run(args: BenchArgs, output: Output) -> anyhow::Result<ExitCode> {
     let payload = serde_json::to_vec(
         &serde_json::json!({ "data": "x".repeat(args.payload_bytes.saturating_sub(12)) }),
     )?;
-    if worker_task.is_some() {
-        warm_up(&client, &queue, &payload, args.timeout).await?;
+    if !args.transport {
+        // Enough jobs at once to reach every worker process.
+        let warm_jobs = usize::from(args.workers.unwrap_or(1)) * args.concurrency.max(1) as usize;
+        warm_up(&client, &queue, &payload, warm_jobs, args.timeout).await?;
     }
 
     // Results are seen through a watch; a transport run times its own acks.
@@ -194,11 +226,15 @@ pub async fn run(args: BenchArgs, output: Output) -> anyhow::Result<ExitCode> {
     let rate = args.rate;
     let batch_id = args.batch.then(jobbox::new_id);
     let enqueue_batch_id = batch_id.clone();
-    let nats_pid = _local.as_ref().map(LocalNats::pid);
-    let cpu_before = (
-        cpu_seconds(std::process::id()),
-        nats_pid.and_then(cpu_seconds),
+    let mut bench_pids = vec![std::process::id()];
+    bench_pids.extend(
+        processes
+            .as_ref()
+            .map(WorkerProcesses::pids)
+            .unwrap_or_default(),
     );
+    let nats_pids = local.as_ref().map(LocalServers::pids).unwrap_or_default();
+    let cpu_before = (cpu_of(&bench_pids), cpu_of(&nats_pids));
     let start = Instant::now();
     let enqueuer = tokio::spawn(async move {
         if let Some(batch_id) = enqueue_batch_id {
@@ -284,8 +320,8 @@ pub async fn run(args: BenchArgs, output: Output) -> anyhow::Result<ExitCode> {
     let per_1000 = |before: Option<f64>, after: Option<f64>| {
         Some((after? - before?) * 1000.0 / (completed + failed).max(1) as f64)
     };
-    let cpu_bench = per_1000(cpu_before.0, cpu_seconds(std::process::id()));
-    let cpu_nats = per_1000(cpu_before.1, nats_pid.and_then(cpu_seconds));
+    let cpu_bench = per_1000(cpu_before.0, cpu_of(&bench_pids));
+    let cpu_nats = per_1000(cpu_before.1, cpu_of(&nats_pids));
     enqueuer.await.context("enqueuer panicked")??;
     let batch_ended_s = match &batch_id {
         Some(batch_id) => {
@@ -297,6 +333,9 @@ pub async fn run(args: BenchArgs, output: Output) -> anyhow::Result<ExitCode> {
     shutdown.cancel();
     if let Some(worker_task) = worker_task {
         let _ = worker_task.await;
+    }
+    if let Some(processes) = processes {
+        processes.stop().await;
     }
 
     latencies.sort();
@@ -320,6 +359,8 @@ pub async fn run(args: BenchArgs, output: Output) -> anyhow::Result<ExitCode> {
         } else {
             "pipeline"
         },
+        replicas,
+        workers: args.workers,
         cpu_s_per_1000_bench: cpu_bench,
         cpu_s_per_1000_nats: cpu_nats,
         batch: args.batch,
@@ -329,7 +370,7 @@ pub async fn run(args: BenchArgs, output: Output) -> anyhow::Result<ExitCode> {
         Output::Json => outln!("{}", serde_json::to_string(&report)?),
         Output::Text => {
             outln!(
-                "{}{} jobs ({} completed, {} failed) in {:.2} s with concurrency {}: {:.0} jobs/s",
+                "{}{} jobs ({} completed, {} failed) in {:.2} s with concurrency {}{}, R{}: {:.0} jobs/s",
                 if args.transport {
                     "transport ceiling: "
                 } else {
@@ -340,6 +381,10 @@ pub async fn run(args: BenchArgs, output: Output) -> anyhow::Result<ExitCode> {
                 report.failed,
                 report.elapsed_s,
                 report.concurrency,
+                args.workers
+                    .map(|n| format!(" on each of {n} worker processes"))
+                    .unwrap_or_default(),
+                report.replicas,
                 report.jobs_per_s
             );
             outln!(
@@ -354,7 +399,8 @@ pub async fn run(args: BenchArgs, output: Output) -> anyhow::Result<ExitCode> {
             }
             if let (Some(bench), Some(nats)) = (cpu_bench, cpu_nats) {
                 outln!(
-                    "CPU per 1,000 jobs: {bench:.3} s jobbox (worker + enqueuer + watcher) + {nats:.3} s nats-server = {:.3} s",
+                    "CPU per 1,000 jobs: {bench:.3} s jobbox (worker + enqueuer + watcher) + {nats:.3} s nats-server{} = {:.3} s",
+                    if nats_pids.len() > 1 { "s" } else { "" },
                     bench + nats
                 );
             }
@@ -367,27 +413,44 @@ pub async fn run(args: BenchArgs, output: Output) -> anyhow::Result<ExitCode> {
     })
 }
 
-/// Runs one job before the clock starts, so that the figures leave out what happens
-/// once per worker: the handler's load and compile, the first pull, connection set-up.
+/// Runs `count` jobs before the clock starts, so that the figures leave out what
+/// happens once per worker: the handler's load and compile, the first pull,
+/// connection set-up.
 async fn warm_up(
     client: &jobbox::Client,
     queue: &str,
     payload: &[u8],
+    count: usize,
     timeout: Duration,
 ) -> anyhow::Result<()> {
-    let job = Job::new("bench-echo", payload.to_vec()).queue(queue);
-    client.enqueue(&job).await?;
-    let result = client
-        .wait_result(&job.id, timeout)
-        .await
-        .context("the warm-up job did not finish")?;
-    anyhow::ensure!(
-        result.status == JobStatus::Completed,
-        "the warm-up job ended {:?}: {}",
-        result.status,
-        result.error.as_deref().unwrap_or("")
-    );
+    let jobs: Vec<Job> = (0..count.max(1))
+        .map(|_| Job::new("bench-echo", payload.to_vec()).queue(queue))
+        .collect();
+    for outcome in client.enqueue_many(&jobs).await? {
+        outcome?;
+    }
+    for job in &jobs {
+        let result = client
+            .wait_result(&job.id, timeout)
+            .await
+            .context("a warm-up job did not finish")?;
+        anyhow::ensure!(
+            result.status == JobStatus::Completed,
+            "a warm-up job ended {:?}: {}",
+            result.status,
+            result.error.as_deref().unwrap_or("")
+        );
+    }
     Ok(())
+}
+
+/// CPU-seconds used so far by all of `pids` (None when one cannot be read, or none
+/// is given).
+fn cpu_of(pids: &[u32]) -> Option<f64> {
+    if pids.is_empty() {
+        return None;
+    }
+    pids.iter().map(|pid| cpu_seconds(*pid)).sum()
 }
 
 fn percentile(sorted: &[Duration], q: f64) -> f64 {

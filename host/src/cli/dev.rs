@@ -1,5 +1,6 @@
-//! `jobbox dev`: the one-command demo. Starts a local nats-server (unless given a
-//! URL), deploys the example handlers, runs a worker, and says how to enqueue a job.
+//! `jobbox dev`: the one-command demo. Starts a local nats-server (or, with
+//! `--cluster`, a three-node cluster) unless given a URL, deploys the example
+//! handlers, runs a worker, and says how to enqueue a job.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
@@ -7,7 +8,7 @@ use std::process::{Command, ExitCode};
 use anyhow::{Context as _, bail};
 use clap::Args;
 
-use super::local_nats::LocalNats;
+use super::local_nats::LocalServers;
 use super::worker::shutdown_on_signal;
 use crate::dashboard::Dashboard;
 use crate::registry::{DeployOptions, deploy};
@@ -30,9 +31,14 @@ pub struct DevArgs {
     /// Use this NATS server instead of starting one.
     #[arg(long, env = "JOBBOX_NATS_URL")]
     nats_url: Option<String>,
-    /// Port for the local nats-server (0 picks a free one).
+    /// Port for the local nats-server (0 picks a free one); with --cluster, the first
+    /// node's (the others take free ports).
     #[arg(long, default_value_t = 4222)]
     port: u16,
+    /// Start a local three-node NATS cluster instead of one server, with three copies
+    /// of every stream and bucket (the worker connects to all three nodes).
+    #[arg(long, conflicts_with = "nats_url")]
+    cluster: bool,
     /// Where the example .wasm files are (default: build them with cargo).
     #[arg(long)]
     examples_dir: Option<PathBuf>,
@@ -59,12 +65,15 @@ pub async fn run(args: DevArgs) -> anyhow::Result<ExitCode> {
     let (local, url) = match &args.nats_url {
         Some(url) => (None, url.clone()),
         None => {
-            let local = LocalNats::start(args.port)?;
-            let url = local.url();
+            let local = LocalServers::start(args.port, args.cluster).await?;
+            let url = local.urls();
             (Some(local), url)
         }
     };
-    let client = jobbox::Client::connect(&url).await?;
+    let options = jobbox::ClientOptions {
+        replicas: local.as_ref().map_or(1, LocalServers::replicas),
+    };
+    let client = jobbox::Client::connect_with(&url, &options).await?;
     let mut deployed = Vec::new();
     for (job_type, _, file) in EXAMPLES {
         let path = examples.join(file);
@@ -90,19 +99,20 @@ pub async fn run(args: DevArgs) -> anyhow::Result<ExitCode> {
     let exe = std::env::current_exe()
         .map(|p| p.display().to_string())
         .unwrap_or_else(|_| "jobbox".into());
+    // Any one server of a cluster is enough to connect to.
+    let first_url = url.split(',').next().unwrap_or(&url).trim();
     let url_flag = if args.nats_url.is_none() && args.port == 4222 {
         String::new()
     } else {
-        format!(" --nats-url {url}")
+        format!(" --nats-url {first_url}")
     };
     outln!("jobbox dev is running");
     outln!(
         "  NATS      {url}{}",
-        if local.is_some() {
-            " (local nats-server, JetStream in a temp dir)"
-        } else {
-            ""
-        }
+        local
+            .as_ref()
+            .map(|local| format!(" ({})", local.describe()))
+            .unwrap_or_default()
     );
     outln!("  handlers  {}", deployed.join(", "));
     outln!(

@@ -9,6 +9,7 @@ macro_rules! outln {
     }};
 }
 
+mod admin;
 mod batch;
 mod bench;
 mod bench_transport;
@@ -23,6 +24,7 @@ mod local_nats;
 mod run;
 mod schedule;
 mod worker;
+mod worker_processes;
 
 use std::process::ExitCode;
 
@@ -70,15 +72,35 @@ pub enum LogFormat {
 /// Where the NATS server is.
 #[derive(Debug, Args)]
 pub struct NatsArgs {
-    /// NATS server URL.
+    /// NATS server URL; several, comma-separated, for a cluster (any one of them is
+    /// enough to connect; after a loss the client reconnects to any).
     #[arg(long, env = "JOBBOX_NATS_URL", default_value = DEFAULT_NATS_URL, global = true)]
     nats_url: String,
+    /// Copies of each stream and bucket jobbox creates where missing: 1 on one server,
+    /// 3 on a cluster. Existing ones keep theirs (`jobbox admin layout --replicas`
+    /// changes them).
+    /// (Default 1.)
+    #[arg(long, env = "JOBBOX_REPLICAS", global = true,
+          value_parser = clap::value_parser!(u8).range(1..=jobbox::layout::MAX_REPLICAS as i64))]
+    replicas: Option<u8>,
 }
 
 impl NatsArgs {
     /// Connects and makes sure jobbox's streams and buckets exist.
     pub async fn connect(&self) -> anyhow::Result<jobbox::Client> {
-        Ok(jobbox::Client::connect(&self.nats_url).await?)
+        Ok(jobbox::Client::connect_with(&self.nats_url, &self.options()).await?)
+    }
+
+    /// The replicas asked for with `--replicas` / `JOBBOX_REPLICAS`, if any.
+    pub fn replicas(&self) -> Option<usize> {
+        self.replicas.map(usize::from)
+    }
+
+    /// The client options these arguments describe.
+    pub fn options(&self) -> jobbox::ClientOptions {
+        jobbox::ClientOptions {
+            replicas: self.replicas.map_or(1, usize::from),
+        }
     }
 }
 
@@ -116,6 +138,8 @@ enum Command {
     Bench(bench::BenchArgs),
     /// Serve the web dashboard: queues, workers, jobs, handlers, dead letters.
     Dashboard(dashboard::DashboardArgs),
+    /// Operate a deployment: change the layout's replicas.
+    Admin(admin::AdminArgs),
 }
 
 impl Cli {
@@ -139,6 +163,7 @@ impl Cli {
             Command::Run(args) => run::run(args, output).await,
             Command::Bench(args) => bench::run(args, output).await,
             Command::Dashboard(args) => dashboard::run(args).await,
+            Command::Admin(args) => admin::run(args, output).await,
         }
     }
 }

@@ -17,7 +17,7 @@ use jobbox_tests::{
 use serde_json::json;
 
 /// How many results the results bucket holds.
-async fn results_stored(client: &Client) -> u64 {
+pub(crate) async fn results_stored(client: &Client) -> u64 {
     let stream = format!("KV_{}", nats::RESULTS_BUCKET);
     loop {
         let info = async {
@@ -33,7 +33,7 @@ async fn results_stored(client: &Client) -> u64 {
 }
 
 /// Waits until at least `count` results are stored (panics after `timeout`).
-async fn until_results(client: &Client, count: u64, timeout: Duration) {
+pub(crate) async fn until_results(client: &Client, count: u64, timeout: Duration) {
     let wait = async {
         while results_stored(client).await < count {
             tokio::time::sleep(Duration::from_millis(20)).await;
@@ -48,7 +48,7 @@ async fn until_results(client: &Client, count: u64, timeout: Duration) {
 }
 
 /// Every stored job event, read up to the events stream's last sequence.
-async fn all_events(client: &Client) -> Vec<JobEvent> {
+pub(crate) async fn all_events(client: &Client) -> Vec<JobEvent> {
     let mut stream = client
         .jetstream()
         .get_stream(nats::EVENTS_STREAM)
@@ -82,13 +82,13 @@ async fn all_events(client: &Client) -> Vec<JobEvent> {
 }
 
 /// A job's result and when the server stored it (ns since the epoch).
-struct Stored {
-    result: JobResult,
-    at_ns: i128,
+pub(crate) struct Stored {
+    pub(crate) result: JobResult,
+    pub(crate) at_ns: i128,
 }
 
 /// The results of `jobs`, read one by one (no watch: the server may have restarted).
-async fn results_of(client: &Client, jobs: &[Job]) -> HashMap<String, Stored> {
+pub(crate) async fn results_of(client: &Client, jobs: &[Job]) -> HashMap<String, Stored> {
     let mut results = HashMap::new();
     for job in jobs {
         let entry = client
@@ -108,13 +108,16 @@ async fn results_of(client: &Client, jobs: &[Job]) -> HashMap<String, Stored> {
 /// Per job: STARTED events, terminal events, and STARTED events stamped after the
 /// server stored the job's result (a handler that ran again: must be none).
 #[derive(Debug, Default)]
-struct Trail {
-    started: usize,
-    terminal: usize,
-    started_after_result: usize,
+pub(crate) struct Trail {
+    pub(crate) started: usize,
+    pub(crate) terminal: usize,
+    pub(crate) started_after_result: usize,
 }
 
-fn trails(events: &[JobEvent], results: &HashMap<String, Stored>) -> HashMap<String, Trail> {
+pub(crate) fn trails(
+    events: &[JobEvent],
+    results: &HashMap<String, Stored>,
+) -> HashMap<String, Trail> {
     let mut trails: HashMap<String, Trail> = HashMap::new();
     for event in events {
         let Some(result) = results.get(&event.job_id) else {
@@ -142,7 +145,7 @@ fn trails(events: &[JobEvent], results: &HashMap<String, Stored>) -> HashMap<Str
 /// Enqueues `jobs`, sending again those whose acks timed out (a sync-always server on
 /// a busy machine can be slow): enqueue is idempotent by job id, so a repeat of a job
 /// that was stored after all adds nothing.
-async fn enqueue_all(client: &Client, jobs: &[Job]) {
+pub(crate) async fn enqueue_all(client: &Client, jobs: &[Job]) {
     let mut left: Vec<Job> = jobs.to_vec();
     for _ in 0..5 {
         let outcomes = client.enqueue_many(&left).await.expect("enqueue");

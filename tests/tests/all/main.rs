@@ -11,6 +11,8 @@
 //! - `lifecycle`: retries, dead letters, job state, priorities, delays, cancellation,
 //!   heartbeats, stats, shutdown.
 //! - `metrics`: the worker's Prometheus metrics after known jobs.
+//! - `cluster`: a three-node cluster: R3 layout, replicas changed on a live
+//!   deployment, a node killed under load.
 //! - `faults`: nats-server killed under load, a stalled worker, a full store.
 //! - `poison`: hostile ids, oversized guest errors, reused ids: every message ends.
 //! - `readme`: the README's commands work.
@@ -18,6 +20,7 @@
 
 mod bad_input;
 mod batches;
+mod cluster;
 mod dashboard;
 mod faults;
 mod hostile;
