@@ -53,6 +53,10 @@ impl WorkerProcesses {
                 .stdin(Stdio::null())
                 .stdout(Stdio::null())
                 .stderr(Stdio::inherit());
+            // Their info lines (started, stopped) would interleave with the report.
+            if std::env::var_os("RUST_LOG").is_none() {
+                command.env("RUST_LOG", "warn");
+            }
             if let Some(prefetch) = config.prefetch {
                 command.args(["--prefetch", &prefetch.to_string()]);
             }

@@ -242,6 +242,7 @@ async fn a_node_killed_under_load_and_brought_back_leaves_one_result_per_job() {
     super::faults::until_results(&client, (JOBS / 2) as u64, Duration::from_secs(120)).await;
     let before = super::faults::results_stored(&client).await;
     let killed = std::time::Instant::now();
+    let killed_at = chrono::Utc::now();
     cluster.kill(victim);
     super::faults::until_results(&client, before + 1, Duration::from_secs(60)).await;
     let kill_to_result = killed.elapsed();
@@ -271,6 +272,26 @@ async fn a_node_killed_under_load_and_brought_back_leaves_one_result_per_job() {
     assert!(recovery.is_ok(), "the restarted node never caught up");
     let to_recovery = restarted.elapsed();
     wait_settled_loss(&client).await;
+    // Both workers reconnected by themselves (the one on the killed node too): each
+    // has sent a heartbeat since the kill.
+    let reconnected = tokio::time::timeout(Duration::from_secs(30), async {
+        loop {
+            let workers = client.workers().await.unwrap_or_default();
+            let fresh = workers
+                .iter()
+                .filter(|w| w.queues.iter().any(|q| q == "loss") && w.heartbeat_at > killed_at)
+                .count();
+            if fresh == 2 {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    })
+    .await;
+    assert!(
+        reconnected.is_ok(),
+        "a worker did not come back after the node loss"
+    );
 
     let swapped_before = wait_result(&client, &swap_before.id, Duration::from_secs(10)).await;
     assert_eq!(
