@@ -39,7 +39,7 @@ impl LocalNats {
         Self::start_node(&find_binary()?, port, None)
     }
 
-    fn start_node(binary: &Path, port: u16, routes: Option<Routes<'_>>) -> anyhow::Result<Self> {
+    fn start_node(binary: &Path, port: u16, routes: Option<&Routes<'_>>) -> anyhow::Result<Self> {
         let port = if port == 0 { free_port()? } else { port };
         if TcpStream::connect(("127.0.0.1", port)).is_ok() {
             bail!(
@@ -51,7 +51,7 @@ impl LocalNats {
         let mut command = Command::new(binary);
         command.args(["-a", "127.0.0.1", "-p", &port.to_string(), "-js", "-sd"]);
         command.arg(store.path());
-        if let Some(routes) = &routes {
+        if let Some(routes) = routes {
             command
                 .args(["-server_name", routes.name, "-cluster_name", "jobbox-dev"])
                 .arg("-cluster")
@@ -129,7 +129,7 @@ impl LocalCluster {
                 cluster_port: *cluster_port,
                 routes: &routes,
             };
-            nodes.push(LocalNats::start_node(&binary, client_port, Some(routes))?);
+            nodes.push(LocalNats::start_node(&binary, client_port, Some(&routes))?);
         }
         let cluster = Self { nodes };
         cluster.wait_jetstream().await?;
