@@ -16,6 +16,7 @@
 //! - `faults`: nats-server killed under load, a stalled worker, a full store.
 //! - `poison`: hostile ids, oversized guest errors, reused ids: every message ends.
 //! - `readme`: the README's commands work.
+//! - `sdk`: jobbox-guest from a crate outside the repository, built as the docs say.
 //! - `schedules`: recurring jobs across a fleet: once per tick, kills, pause, restarts.
 
 mod bad_input;
@@ -32,4 +33,5 @@ mod readme;
 mod sandbox;
 mod schedules;
 mod scratch;
+mod sdk;
 mod worker;
