@@ -173,4 +173,13 @@ impl Context {
     pub fn progress_message(&self, percent: u8, step: &str, message: &str) {
         crate::host::report_progress(percent, step, message);
     }
+
+    /// Says what media type this job's output is in, e.g. `"text/plain"`; the result
+    /// records it so that `jobbox result` and clients decode the output. Without a
+    /// call the result says the job's own content type, which is what a typed handler
+    /// answers in: raw handlers returning something else should call this. A value
+    /// that is not a media type is ignored, with a warning in the job's log.
+    pub fn set_output_content_type(&self, content_type: &str) {
+        crate::host::set_output_content_type(content_type);
+    }
 }

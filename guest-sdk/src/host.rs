@@ -65,6 +65,16 @@ pub(crate) fn report_progress(percent: u8, step: &str, message: &str) {
     );
 }
 
+#[cfg(target_arch = "wasm32")]
+pub(crate) fn set_output_content_type(content_type: &str) {
+    crate::bindings::jobbox::handler::host::set_output_content_type(bounded(content_type));
+}
+
+#[cfg(not(target_arch = "wasm32"))]
+pub(crate) fn set_output_content_type(content_type: &str) {
+    eprintln!("[output content type] {}", bounded(content_type));
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -11,6 +11,7 @@ pub mod error_type;
 pub mod event;
 pub mod job;
 pub mod limits;
+pub mod media_type;
 pub mod progress;
 pub mod result;
 pub mod route;
@@ -36,6 +37,7 @@ pub use limits::{
     DEFAULT_FUEL, DEFAULT_LOG_BYTES, DEFAULT_LOG_LINES, DEFAULT_MAX_RETRIES, DEFAULT_MEMORY_BYTES,
     DEFAULT_OUTPUT_BYTES, DEFAULT_TIMEOUT_MS, HandlerLimits, JobLimits,
 };
+pub use media_type::{MAX_MEDIA_TYPE_LEN, is_valid_content_type};
 pub use progress::{JobProgress, LogEntry, LogLevel};
 pub use result::JobResult;
 pub use route::{DIGEST_PREFIX, Route, is_valid_digest};

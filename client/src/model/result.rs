@@ -21,6 +21,11 @@ pub struct JobResult {
     /// The handler's output bytes (MessagePack `bin`), if it produced any.
     #[serde(default, with = "serde_bytes", skip_serializing_if = "Option::is_none")]
     pub result: Option<Vec<u8>>,
+    /// The output's media type (e.g. `application/json`, `application/msgpack`):
+    /// what the handler said, else the job's content type. Left out by workers before
+    /// it existed: read it as the job's content type.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub content_type: Option<String>,
     /// Error message of the final failed attempt.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
@@ -92,6 +97,7 @@ impl JobResult {
             job_id,
             status,
             result: None,
+            content_type: None,
             error: None,
             error_type: None,
             retryable: false,
@@ -118,6 +124,13 @@ impl JobResult {
     #[must_use]
     pub fn with_output(mut self, output: impl Into<Vec<u8>>) -> Self {
         self.result = Some(output.into());
+        self
+    }
+
+    /// Sets the output's media type.
+    #[must_use]
+    pub fn with_content_type(mut self, content_type: impl Into<String>) -> Self {
+        self.content_type = Some(content_type.into());
         self
     }
 

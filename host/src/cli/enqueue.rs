@@ -195,22 +195,24 @@ fn print_result(result: &JobResult, output: Output) -> anyhow::Result<ExitCode> 
     match output {
         Output::Json => {
             let mut document = serde_json::to_value(result).unwrap_or_default();
-            if let Some(bytes) = &result.result
-                && let Ok(value) = serde_json::from_slice::<serde_json::Value>(bytes)
-            {
-                document["result"] = value;
+            if let Some(bytes) = &result.result {
+                if let Some(value) = format::output_value(bytes, result.content_type.as_deref()) {
+                    document["result"] = value;
+                } else if let Ok(text) = std::str::from_utf8(bytes) {
+                    document["result"] = text.into();
+                }
             }
             outln!("{document}");
         }
         Output::Text => {
             if let Some(bytes) = &result.result {
-                match serde_json::from_slice::<serde_json::Value>(bytes) {
-                    Ok(value) => outln!(
+                match format::output_value(bytes, result.content_type.as_deref()) {
+                    Some(value) => outln!(
                         "{}",
                         serde_json::to_string_pretty(&value)
                             .unwrap_or_else(|_| format::payload(bytes))
                     ),
-                    Err(_) => outln!("{}", format::payload(bytes)),
+                    None => outln!("{}", format::payload(bytes)),
                 }
             }
             if result.status != JobStatus::Completed {

@@ -52,6 +52,30 @@ pub fn log_line(entry: &LogEntry) -> String {
     )
 }
 
+/// A job's output as a JSON value, decoded as its result's `content_type` says:
+/// MessagePack (`application/msgpack`, `application/x-msgpack`) or JSON
+/// (`application/json`, `…+json`, and results that name no type); `None` for other
+/// types and for bytes that do not decode.
+pub fn output_value(bytes: &[u8], content_type: Option<&str>) -> Option<serde_json::Value> {
+    if content_type.is_some_and(is_msgpack) {
+        return rmp_serde::from_slice(bytes).ok();
+    }
+    let essence = content_type.map(jobbox::media_type::essence);
+    match essence.as_deref() {
+        None | Some("application/json") => serde_json::from_slice(bytes).ok(),
+        Some(other) if other.ends_with("+json") => serde_json::from_slice(bytes).ok(),
+        Some(_) => None,
+    }
+}
+
+/// Whether `content_type` names MessagePack.
+pub fn is_msgpack(content_type: &str) -> bool {
+    matches!(
+        jobbox::media_type::essence(content_type).as_str(),
+        "application/msgpack" | "application/x-msgpack"
+    )
+}
+
 /// Output bytes for a terminal: UTF-8 as is, anything else as a hex preview.
 pub fn payload(bytes: &[u8]) -> String {
     match std::str::from_utf8(bytes) {

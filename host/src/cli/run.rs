@@ -97,9 +97,14 @@ pub async fn run(args: RunArgs, output: Output) -> anyhow::Result<ExitCode> {
     let outcome = sandbox
         .run(&handler, &job, limits, JobControl::default())
         .await;
+    // What a worker would record as the result's content type.
+    let content_type = outcome
+        .output_content_type
+        .clone()
+        .unwrap_or_else(|| job.content_type.clone());
     match output {
-        Output::Json => print_json(&outcome, handler.digest())?,
-        Output::Text => print_text(&outcome)?,
+        Output::Json => print_json(&outcome, handler.digest(), &content_type)?,
+        Output::Text => print_text(&outcome, &content_type)?,
     }
     Ok(if outcome.result.is_ok() {
         ExitCode::SUCCESS
@@ -131,9 +136,16 @@ fn limits(args: &RunArgs) -> HandlerLimits {
     limits
 }
 
-fn print_text(outcome: &RunOutcome) -> std::io::Result<()> {
+fn print_text(outcome: &RunOutcome, content_type: &str) -> std::io::Result<()> {
     match &outcome.result {
-        Ok(bytes) => outln!("{}", format::payload(bytes)),
+        // MessagePack decoded; JSON and text as the handler wrote them.
+        Ok(bytes) => match format::is_msgpack(content_type)
+            .then(|| format::output_value(bytes, Some(content_type)))
+            .flatten()
+        {
+            Some(value) => outln!("{value}"),
+            None => outln!("{}", format::payload(bytes)),
+        },
         Err(failure) => {
             outln!("failed: {failure}");
             if let Some(code) = &failure.trap_code {
@@ -161,14 +173,15 @@ fn print_text(outcome: &RunOutcome) -> std::io::Result<()> {
             outln!("\n{name}:\n{}", String::from_utf8_lossy(bytes).trim_end());
         }
     }
-    outln!("\nusage: {}", format::usage(&outcome.usage));
+    outln!("\ncontent type: {content_type}");
+    outln!("usage: {}", format::usage(&outcome.usage));
     Ok(())
 }
 
-fn print_json(outcome: &RunOutcome, digest: &str) -> std::io::Result<()> {
+fn print_json(outcome: &RunOutcome, digest: &str, content_type: &str) -> std::io::Result<()> {
     let output = outcome.result.as_ref().ok().map(|bytes| {
-        serde_json::from_slice::<serde_json::Value>(bytes)
-            .unwrap_or_else(|_| json!(String::from_utf8_lossy(bytes)))
+        format::output_value(bytes, Some(content_type))
+            .unwrap_or_else(|| json!(String::from_utf8_lossy(bytes)))
     });
     let error = outcome.result.as_ref().err().map(|failure| {
         json!({
@@ -183,6 +196,7 @@ fn print_json(outcome: &RunOutcome, digest: &str) -> std::io::Result<()> {
         "status": if outcome.result.is_ok() { "COMPLETED" } else { "FAILED" },
         "handler_digest": digest,
         "output": output,
+        "content_type": content_type,
         "error": error,
         "logs": outcome.logs,
         "logs_dropped": outcome.logs_dropped,

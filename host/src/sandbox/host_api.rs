@@ -1,7 +1,9 @@
-//! The `jobbox:handler/host` imports: log lines and progress reports.
+//! The `jobbox:handler/host` imports: log lines, progress reports and the output's
+//! content type.
 //!
-//! Both only record into the job's store and never fail the guest: past its limits a
-//! guest's lines are counted and dropped, and progress reports are rate limited.
+//! They only record into the job's store and never fail the guest: past its limits a
+//! guest's lines are counted and dropped, progress reports are rate limited, and a
+//! content type that is not one is ignored with a warning in the job's log.
 
 use std::time::Instant;
 
@@ -37,6 +39,21 @@ impl Host for JobState {
             message: progress.message.map(truncate_line),
         });
         self.flush_progress(false);
+    }
+
+    fn set_output_content_type(&mut self, content_type: String) {
+        if jobbox::is_valid_content_type(&content_type) {
+            self.output_content_type = Some(content_type);
+        } else {
+            let shown: String = content_type.chars().take(64).collect();
+            self.log(
+                GuestLogLevel::Warn,
+                format!(
+                    "set-output-content-type ignored: {shown:?} ({} bytes) is not a media type",
+                    content_type.len()
+                ),
+            );
+        }
     }
 }
 

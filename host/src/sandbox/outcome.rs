@@ -66,6 +66,7 @@ impl RunOutcome {
             usage: Usage::default(),
             logs: Vec::new(),
             logs_dropped: 0,
+            output_content_type: None,
             stdout: Vec::new(),
             stderr: Vec::new(),
         }
@@ -83,6 +84,8 @@ pub struct RunOutcome {
     pub logs: Vec<LogEntry>,
     /// Log lines dropped past the limits.
     pub logs_dropped: u64,
+    /// The output's media type, when the handler said it.
+    pub output_content_type: Option<String>,
     /// The first bytes of the guest's stdout.
     pub stdout: Vec<u8>,
     /// The first bytes of the guest's stderr.

@@ -250,6 +250,7 @@ impl JobRun {
         };
         let logs = std::mem::take(&mut state.log.entries);
         let logs_dropped = state.log.dropped;
+        let output_content_type = state.output_content_type.take();
         usage.fuel_consumed = limits
             .fuel
             .saturating_sub(self.store.get_fuel().unwrap_or(0));
@@ -285,6 +286,7 @@ impl JobRun {
             usage,
             logs,
             logs_dropped,
+            output_content_type,
             stdout,
             stderr,
         }

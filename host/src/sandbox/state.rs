@@ -131,6 +131,8 @@ pub struct JobState {
     pub(super) limits: HandlerLimits,
     pub(super) log: JobLog,
     pub(super) progress: ProgressSink,
+    /// The output's media type, when the guest said it (`set-output-content-type`).
+    pub(super) output_content_type: Option<String>,
     pub(super) stdout: CappedOutput,
     pub(super) stderr: CappedOutput,
     pub(super) deadline: Instant,
@@ -208,6 +210,7 @@ impl JobState {
                 last_sent: None,
                 pending: None,
             },
+            output_content_type: None,
             stdout,
             stderr,
             deadline,

@@ -251,7 +251,12 @@ fn build_result(
 ) -> JobResult {
     let job_id = attempt.job.id.as_str();
     let mut result = match (&outcome.result, failure) {
-        (Ok(output), _) => JobResult::completed(job_id, output.clone()),
+        (Ok(output), _) => JobResult::completed(job_id, output.clone()).with_content_type(
+            outcome
+                .output_content_type
+                .as_deref()
+                .unwrap_or(&attempt.job.content_type),
+        ),
         (Err(_), Some(f)) => {
             JobResult::failed(job_id, f.error_type, f.message.clone()).with_retryable(f.retryable)
         }

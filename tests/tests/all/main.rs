@@ -15,6 +15,7 @@
 //!   deployment, a node killed under load.
 //! - `faults`: nats-server killed under load, a stalled worker, a full store.
 //! - `poison`: hostile ids, oversized guest errors, reused ids: every message ends.
+//! - `results`: a result's content type (set by the handler, else the job's), decoded.
 //! - `readme`: the README's commands work.
 //! - `sdk`: jobbox-guest from a crate outside the repository, built as the docs say.
 //! - `schedules`: recurring jobs across a fleet: once per tick, kills, pause, restarts.
@@ -30,6 +31,7 @@ mod lifecycle;
 mod metrics;
 mod poison;
 mod readme;
+mod results;
 mod sandbox;
 mod schedules;
 mod scratch;
