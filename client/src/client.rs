@@ -14,6 +14,7 @@ use sha2::{Digest, Sha256};
 use crate::error::{ClientError, NatsContext};
 use crate::layout::{self, Layout};
 use crate::model::{Job, JobEvent, JobEventType, JobResult, Route};
+use crate::transient::again_while_transient;
 use crate::{nats, wire};
 
 /// What an enqueue did.
@@ -34,10 +35,9 @@ pub struct Enqueued {
 /// enough that a slow server pushes back before the client buffers megabytes.
 pub const ENQUEUE_PIPELINE: usize = 1024;
 
-/// How long an enqueue keeps sending a job again while JetStream's answer is
-/// transient. A three-node cluster elects a new stream leader within a few seconds
-/// of losing one; longer than this is an outage the caller should hear about.
-pub const ENQUEUE_RETRY_FOR: Duration = Duration::from_secs(15);
+/// How long an enqueue (or a handler's store, or a route change) keeps sending a
+/// write again while JetStream's answer is transient.
+pub const ENQUEUE_RETRY_FOR: Duration = crate::transient::RETRY_TRANSIENT_FOR;
 
 /// Publishes of one enqueue whose acks are still to come.
 pub(crate) struct PendingEnqueue {
@@ -239,22 +239,10 @@ impl Client {
     /// events carry message ids, so a copy stored by an earlier try is not stored
     /// twice (that try's job then comes back as `duplicate`).
     async fn enqueue_checked(&self, job: &Job) -> Result<Enqueued, ClientError> {
-        let give_up = tokio::time::Instant::now() + ENQUEUE_RETRY_FOR;
-        let mut pause = Duration::from_millis(50);
-        loop {
-            let stored = match self.send_enqueue(job).await {
-                Ok(pending) => pending.stored(job).await,
-                Err(e) => Err(e),
-            };
-            match stored {
-                Err(e) if e.is_transient() && tokio::time::Instant::now() + pause < give_up => {
-                    tracing::debug!(job_id = %job.id, error = %e, "enqueue: sending again");
-                    tokio::time::sleep(pause).await;
-                    pause = (pause * 2).min(Duration::from_secs(1));
-                }
-                outcome => return outcome,
-            }
-        }
+        again_while_transient("enqueue", || async {
+            self.send_enqueue(job).await?.stored(job).await
+        })
+        .await
     }
 
     /// Enqueues many jobs, pipelined: every publish is sent first, then the acks are
@@ -459,12 +447,16 @@ impl Client {
         if self.layout.handlers.info(&name).await.is_ok() {
             return Ok(digest);
         }
-        let mut reader = wasm;
-        self.layout
-            .handlers
-            .put(name.as_str(), &mut reader)
-            .await
-            .during(|| format!("store handler {digest}"))?;
+        // Stored again whole while a cluster elects the store's leader.
+        again_while_transient("store handler", || async {
+            let mut reader = wasm;
+            self.layout
+                .handlers
+                .put(name.as_str(), &mut reader)
+                .await
+                .during(|| format!("store handler {digest}"))
+        })
+        .await?;
         Ok(digest)
     }
 
@@ -494,12 +486,15 @@ impl Client {
 
     /// Points `route.job_type` at `route.digest`; returns the routes-bucket revision.
     pub async fn set_route(&self, route: &Route) -> Result<u64, ClientError> {
-        let value = wire::encode(route)?;
-        self.layout
-            .routes
-            .put(&route.job_type, Bytes::from(value))
-            .await
-            .during(|| format!("set the route of {}", route.job_type))
+        let value = Bytes::from(wire::encode(route)?);
+        again_while_transient("set route", || async {
+            self.layout
+                .routes
+                .put(&route.job_type, value.clone())
+                .await
+                .during(|| format!("set the route of {}", route.job_type))
+        })
+        .await
     }
 
     /// The current route of `job_type`.

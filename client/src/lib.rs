@@ -30,6 +30,7 @@ pub mod model;
 pub mod nats;
 mod result_reads;
 pub mod schedules;
+mod transient;
 pub mod wire;
 
 pub use atomic::MAX_ATOMIC_JOBS;
