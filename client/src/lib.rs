@@ -29,6 +29,7 @@ pub mod layout;
 pub mod model;
 pub mod nats;
 pub mod schedules;
+pub mod trace;
 pub mod wire;
 
 pub use atomic::MAX_ATOMIC_JOBS;
@@ -45,6 +46,7 @@ pub use model::*;
 pub use schedules::{
     Cadence, FireOutcome, InvalidSchedule, MAX_SCHEDULE_ID_LEN, ScheduleSpec, is_valid_schedule_id,
 };
+pub use trace::{IncomingTrace, InvalidTraceContext, TraceContext};
 pub use wire::{
     CONTENT_TYPE_JSON, CONTENT_TYPE_MSGPACK, NATS_MAX_PAYLOAD, WIRE_VERSION, WireError, decode,
     encode, version_of,
