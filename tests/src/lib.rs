@@ -6,6 +6,7 @@ pub mod chromium;
 pub mod guests;
 pub mod http;
 mod nats_server;
+pub mod otlp;
 
 use std::path::PathBuf;
 use std::time::Duration;

@@ -15,6 +15,8 @@
 //! - `poison`: hostile ids, oversized guest errors, reused ids: every message ends.
 //! - `readme`: the README's commands work.
 //! - `schedules`: recurring jobs across a fleet: once per tick, kills, pause, restarts.
+//! - `tracing`: W3C trace context through a job, OTLP spans at a receiver in the test,
+//!   hostile `traceparent` headers, an unreachable collector.
 
 mod bad_input;
 mod batches;
@@ -29,4 +31,5 @@ mod readme;
 mod sandbox;
 mod schedules;
 mod scratch;
+mod tracing;
 mod worker;
