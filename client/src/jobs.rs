@@ -46,8 +46,8 @@ pub(crate) async fn publish_job(
 }
 
 /// The message that stores `job`: its subject (the lane, or the job's schedule
-/// subject when it is not yet due), headers (`Nats-Msg-Id` = `message_id`, and the
-/// schedule's) and payload.
+/// subject when it is not yet due), headers (`Nats-Msg-Id` = `message_id`, the
+/// job's trace context, and the schedule's) and payload.
 pub(crate) fn job_message(
     job: &Job,
     message_id: &str,
@@ -56,6 +56,9 @@ pub(crate) fn job_message(
     let lane_subject = nats::job_subject(&job.queue, job.priority);
     let mut headers = HeaderMap::new();
     headers.insert(async_nats::header::NATS_MESSAGE_ID, message_id);
+    if let Some(trace) = &job.trace {
+        trace.write_headers(&mut headers);
+    }
     match job.scheduled_at {
         Some(at) if at > Utc::now() => {
             let when = at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true);

@@ -30,6 +30,7 @@ pub mod model;
 pub mod nats;
 mod result_reads;
 pub mod schedules;
+pub mod trace;
 mod transient;
 pub mod wire;
 
@@ -50,6 +51,7 @@ pub use model::*;
 pub use schedules::{
     Cadence, FireOutcome, InvalidSchedule, MAX_SCHEDULE_ID_LEN, ScheduleSpec, is_valid_schedule_id,
 };
+pub use trace::{IncomingTrace, InvalidTraceContext, TraceContext};
 pub use wire::{
     CONTENT_TYPE_JSON, CONTENT_TYPE_MSGPACK, NATS_MAX_PAYLOAD, WIRE_VERSION, WireError, decode,
     encode, version_of,

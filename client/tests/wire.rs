@@ -60,8 +60,12 @@ fn minimal_job() -> Job {
     j
 }
 
+/// The W3C trace context specification's example `traceparent`.
+const TRACEPARENT: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+
 fn full_event() -> JobEvent {
-    JobEvent::new(JobEventType::Progress, &full_job())
+    let job = full_job().trace(TraceContext::parse(TRACEPARENT, None).expect("valid"));
+    JobEvent::new(JobEventType::Progress, &job)
         .with_worker("w-1")
         .with_message("halfway")
         .with_detail("k", "v")
@@ -89,6 +93,7 @@ fn full_result() -> JobResult {
         .with_worker("w-1")
         .with_handler_digest(Some(&digest()))
         .with_usage(usage())
+        .with_trace_id(Some("4bf92f3577b34da6a3ce929d0e0e4736"))
         .with_logs(
             LogLevel::ALL
                 .into_iter()
@@ -478,6 +483,48 @@ fn absent_options_are_not_written() {
     for key in ["id", "queue", "job_type", "payload", "priority", "attempt"] {
         assert!(contains(&bytes, &msgpack_str(key)), "{key}");
     }
+}
+
+/// `trace_id` is a plain string key on results and events, left out when absent; the
+/// trace context itself is never part of an encoded job (it travels in headers).
+#[test]
+fn trace_ids_are_optional_string_keys() {
+    let trace_id = msgpack_str("trace_id");
+    let id = msgpack_str("4bf92f3577b34da6a3ce929d0e0e4736");
+    for bytes in [
+        encode(&full_event()).unwrap(),
+        encode(&full_result()).unwrap(),
+    ] {
+        assert!(contains(&bytes, &trace_id));
+        assert!(contains(&bytes, &id));
+    }
+    let untraced = JobEvent::new(JobEventType::Started, &minimal_job());
+    assert_eq!(untraced.trace_id, None);
+    for bytes in [
+        encode(&untraced).unwrap(),
+        encode(&minimal_result()).unwrap(),
+    ] {
+        assert!(!contains(&bytes, &trace_id));
+    }
+    let plain = minimal_job();
+    let traced = plain
+        .clone()
+        .trace(TraceContext::parse(TRACEPARENT, Some("a=b")).unwrap());
+    assert_eq!(traced.trace_id(), Some("4bf92f3577b34da6a3ce929d0e0e4736"));
+    assert_eq!(
+        JobEvent::new(JobEventType::Enqueued, &traced)
+            .trace_id
+            .as_deref(),
+        traced.trace_id()
+    );
+    let bytes = encode(&traced).unwrap();
+    assert_eq!(bytes, encode(&plain).unwrap());
+    for key in ["trace", "traceparent", "tracestate"] {
+        assert!(!contains(&bytes, &msgpack_str(key)), "{key}");
+    }
+    // A reader of this version gets None from a record written before trace ids.
+    let old: JobResult = decode(&encode(&minimal_result()).unwrap()).unwrap();
+    assert_eq!(old.trace_id, None);
 }
 
 /// A tiny deterministic generator so the garbage is reproducible without a rand crate.

@@ -5,6 +5,7 @@ pub mod causes;
 pub mod cli;
 pub mod dashboard;
 pub mod metrics;
+pub mod otel;
 pub mod registry;
 pub mod sandbox;
 pub mod worker;

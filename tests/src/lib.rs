@@ -7,6 +7,7 @@ pub mod guests;
 pub mod http;
 mod nats_cluster;
 mod nats_server;
+pub mod otlp;
 
 use std::path::PathBuf;
 use std::time::Duration;

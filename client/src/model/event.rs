@@ -160,6 +160,9 @@ pub struct JobEvent {
     /// The handler's progress report (PROGRESS).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub progress: Option<JobProgress>,
+    /// The W3C trace id (32 lowercase hex digits) of the job's trace, when it has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trace_id: Option<String>,
 }
 
 fn millis(d: Duration) -> u64 {
@@ -190,6 +193,7 @@ impl JobEvent {
             attempt: Some(job.attempt),
             delay_ms: None,
             progress: None,
+            trace_id: job.trace_id().map(str::to_string),
         }
     }
 
@@ -220,6 +224,7 @@ impl JobEvent {
             attempt: None,
             delay_ms: None,
             progress: None,
+            trace_id: None,
         }
     }
 

@@ -167,6 +167,11 @@ pub struct Job {
     /// (drives the growing wait between checks). Not a delivery, not an attempt.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub dependency_checks: u32,
+    /// The W3C trace context the job belongs to. Not part of the encoded job: it
+    /// travels in the message's `traceparent` / `tracestate` headers, and a worker
+    /// sets it from them (see [`crate::trace`]).
+    #[serde(skip)]
+    pub trace: Option<crate::trace::TraceContext>,
 }
 
 /// Most dependencies one job may have.
@@ -223,6 +228,7 @@ impl Job {
             depends_on: Vec::new(),
             on_dependency_failure: DependencyFailure::Cancel,
             dependency_checks: 0,
+            trace: None,
         }
     }
 
@@ -319,6 +325,23 @@ impl Job {
     pub fn tenant(mut self, tenant: impl Into<String>) -> Self {
         self.tenant = Some(tenant.into());
         self
+    }
+
+    /// Sets the trace the job belongs to: the job is sent with this `traceparent`,
+    /// the worker's span is its child, and the job's result and events carry its
+    /// trace id.
+    #[must_use]
+    pub fn trace(mut self, context: crate::trace::TraceContext) -> Self {
+        self.trace = Some(context);
+        self
+    }
+
+    /// The job's trace id, if it belongs to a trace.
+    #[must_use]
+    pub fn trace_id(&self) -> Option<&str> {
+        self.trace
+            .as_ref()
+            .map(crate::trace::TraceContext::trace_id)
     }
 
     /// Sets who created the job.

@@ -59,6 +59,9 @@ pub struct JobResult {
     /// Log lines dropped because a log limit was reached.
     #[serde(default)]
     pub logs_dropped: u64,
+    /// The W3C trace id (32 lowercase hex digits) of the job's trace, when it has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trace_id: Option<String>,
 }
 
 impl JobResult {
@@ -110,6 +113,7 @@ impl JobResult {
             usage: Usage::default(),
             logs: Vec::new(),
             logs_dropped: 0,
+            trace_id: None,
         }
     }
 
@@ -189,6 +193,13 @@ impl JobResult {
     pub fn with_logs(mut self, logs: Vec<LogEntry>, dropped: u64) -> Self {
         self.logs = logs;
         self.logs_dropped = dropped;
+        self
+    }
+
+    /// Sets the trace id (`None` keeps it unset).
+    #[must_use]
+    pub fn with_trace_id(mut self, trace_id: Option<&str>) -> Self {
+        self.trace_id = trace_id.map(str::to_string);
         self
     }
 

@@ -41,7 +41,7 @@ pub struct BenchArgs {
     /// Run the jobs on this many `jobbox worker` processes (each with --concurrency,
     /// spread over the cluster's nodes) instead of a worker inside the bench process.
     #[arg(long, value_parser = clap::value_parser!(u16).range(1..=64),
-          conflicts_with_all = ["transport", "handler", "metrics_addr"])]
+          conflicts_with_all = ["transport", "handler", "metrics_addr", "otlp_endpoint"])]
     workers: Option<u16>,
     /// The echo handler to run (default: target/wasm32-wasip2/release/example_echo.wasm).
     #[arg(long)]
@@ -83,6 +83,12 @@ pub struct BenchArgs {
     /// (their cost is the ratio to a run without).
     #[arg(long)]
     metrics_addr: Option<std::net::SocketAddr>,
+    /// Export the worker's job spans to this OTLP/HTTP collector while benchmarking.
+    #[arg(long)]
+    otlp_endpoint: Option<String>,
+    /// Send every job with a `traceparent` (its own trace), as a traced enqueuer does.
+    #[arg(long)]
+    traced: bool,
 }
 
 /// Which handler a bench run drives.
@@ -178,6 +184,7 @@ pub async fn run(args: BenchArgs, output: Output) -> anyhow::Result<ExitCode> {
     config.concurrency = args.concurrency.max(1);
     config.prefetch = args.prefetch;
     config.metrics_addr = args.metrics_addr;
+    config.otlp_endpoint.clone_from(&args.otlp_endpoint);
     if args.handler == HandlerKind::Native {
         config.native = NativeHandlers::default().with("bench-echo", native_echo());
     }
@@ -219,6 +226,7 @@ pub async fn run(args: BenchArgs, output: Output) -> anyhow::Result<ExitCode> {
     };
     let jobs: Vec<Job> = (0..args.jobs)
         .map(|_| Job::new("bench-echo", payload.clone()).queue(queue.as_str()))
+        .map(|job| if args.traced { traced(job) } else { job })
         .collect();
 
     let (sent_tx, mut sent_rx) = tokio::sync::mpsc::unbounded_channel::<(String, Instant)>();
@@ -451,6 +459,15 @@ fn cpu_of(pids: &[u32]) -> Option<f64> {
         return None;
     }
     pids.iter().map(|pid| cpu_seconds(*pid)).sum()
+}
+
+/// `job` in a trace of its own: trace id = its ULID's 128 bits, sampled.
+fn traced(job: Job) -> Job {
+    let id = job.id.parse::<ulid::Ulid>().map_or(1, u128::from).max(1);
+    match jobbox::TraceContext::new(id.to_be_bytes(), [0x6a; 8], true) {
+        Some(context) => job.trace(context),
+        None => job,
+    }
 }
 
 fn percentile(sorted: &[Duration], q: f64) -> f64 {

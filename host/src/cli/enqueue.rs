@@ -41,6 +41,13 @@ pub struct EnqueueArgs {
     /// Metadata entries as key=value (repeatable).
     #[arg(long = "meta", value_parser = parse_key_value)]
     metadata: Vec<(String, String)>,
+    /// The W3C trace context the job joins (`00-<trace id>-<parent id>-<flags>`): the
+    /// worker's span is its child. One that is not valid is ignored, with a warning.
+    #[arg(long, env = "TRACEPARENT")]
+    traceparent: Option<String>,
+    /// The W3C `tracestate` sent with --traceparent.
+    #[arg(long, env = "TRACESTATE", requires = "traceparent")]
+    tracestate: Option<String>,
     /// Wait for the result and print it.
     #[arg(long)]
     wait: bool,
@@ -170,6 +177,12 @@ fn build_job(args: &EnqueueArgs, payload: &serde_json::Value) -> anyhow::Result<
     }
     for (key, value) in &args.metadata {
         job = job.metadata(key.as_str(), value.as_str());
+    }
+    if let Some(traceparent) = &args.traceparent {
+        match jobbox::TraceContext::parse(traceparent, args.tracestate.as_deref()) {
+            Ok(context) => job = job.trace(context),
+            Err(e) => eprintln!("warning: --traceparent ignored: {e}"),
+        }
     }
     Ok(job)
 }

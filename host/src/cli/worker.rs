@@ -60,6 +60,10 @@ pub struct WorkerArgs {
     /// (default: no metrics).
     #[arg(long, env = "JOBBOX_METRICS_ADDR")]
     metrics_addr: Option<std::net::SocketAddr>,
+    /// Export one span per job to this OTLP/HTTP collector, a base URL such as
+    /// http://127.0.0.1:4318 (spans go to <url>/v1/traces; default: no spans).
+    #[arg(long, env = crate::otel::OTLP_ENDPOINT_ENV)]
+    otlp_endpoint: Option<String>,
 }
 
 impl WorkerArgs {
@@ -72,6 +76,7 @@ impl WorkerArgs {
         config.shutdown_grace = self.shutdown_grace;
         config.prefetch = self.prefetch;
         config.metrics_addr = self.metrics_addr;
+        config.otlp_endpoint.clone_from(&self.otlp_endpoint);
         config.scratch_dir.clone_from(&self.scratch_dir);
         config.scratch_caps = ScratchCaps {
             max_bytes: self.max_scratch,

@@ -51,6 +51,12 @@ struct JobLabels {
     job_type: String,
 }
 
+/// Labels of the refused trace contexts counter.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct Refused {
+    reason: &'static str,
+}
+
 /// Values read from the worker when scraped.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Snapshot {
@@ -62,6 +68,10 @@ pub struct Snapshot {
     pub load_failures: u64,
     /// Times the NATS connection came back after a loss.
     pub reconnects: u64,
+    /// Spans the OTLP collector accepted.
+    pub spans_exported: u64,
+    /// Spans lost by failed OTLP exports.
+    pub spans_lost: u64,
 }
 
 type SnapshotFn = Box<dyn Fn() -> Snapshot + Send + Sync>;
@@ -81,6 +91,9 @@ pub struct Metrics {
     handlers_loaded: Gauge,
     load_failures: Counter,
     reconnects: Counter,
+    trace_refused: Family<Refused, Counter>,
+    spans_exported: Counter,
+    spans_lost: Counter,
     labelled: RwLock<HashSet<String>>,
     snapshot: OnceLock<SnapshotFn>,
 }
@@ -171,8 +184,29 @@ impl Metrics {
             "Times the NATS connection came back after a loss",
             reconnects.clone(),
         );
+        let trace_refused = Family::<Refused, Counter>::default();
+        let spans_exported = Counter::default();
+        let spans_lost = Counter::default();
+        registry.register(
+            "trace_context_refused",
+            "Job messages whose traceparent or tracestate was refused, by reason",
+            trace_refused.clone(),
+        );
+        registry.register(
+            "spans_exported",
+            "Job spans the OTLP collector accepted",
+            spans_exported.clone(),
+        );
+        registry.register(
+            "spans_lost",
+            "Job spans lost because an OTLP export failed",
+            spans_lost.clone(),
+        );
         Self {
             registry,
+            trace_refused,
+            spans_exported,
+            spans_lost,
             finished,
             retries,
             dead_letters,
@@ -272,6 +306,15 @@ impl Metrics {
             .observe(usage.peak_memory_bytes as f64);
     }
 
+    /// Counts a job message whose trace context was refused.
+    pub fn trace_context_refused(&self, reason: jobbox::InvalidTraceContext) {
+        self.trace_refused
+            .get_or_create(&Refused {
+                reason: reason.as_str(),
+            })
+            .inc();
+    }
+
     /// Marks a handler run as started until the guard is dropped.
     pub fn running(&self) -> RunningGuard<'_> {
         self.running.inc();
@@ -286,6 +329,8 @@ impl Metrics {
             self.handlers_loaded.set(now.handlers_loaded);
             advance(&self.load_failures, now.load_failures);
             advance(&self.reconnects, now.reconnects);
+            advance(&self.spans_exported, now.spans_exported);
+            advance(&self.spans_lost, now.spans_lost);
         }
         let mut text = String::new();
         if let Err(e) = prometheus_client::encoding::text::encode(&mut text, &self.registry) {

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use async_nats::jetstream::{AckKind, Message};
 use chrono::Utc;
-use jobbox::{ErrorType, Job, JobEvent, JobEventType, JobResult, wire};
+use jobbox::{ErrorType, InvalidTraceContext, Job, JobEvent, JobEventType, JobResult, wire};
 use tokio::sync::watch;
 
 use super::Shared;
@@ -19,6 +19,7 @@ use super::native::NATIVE_DIGEST;
 use super::record::{self, Attempt};
 use super::running::HeldGuard;
 use super::verdict::{Verdict, decide};
+use crate::otel::Outcome;
 use crate::sandbox::{CancelFlag, Failure, JobControl, RunOutcome};
 
 /// First pause before reading a job's result again after a failed read; it doubles
@@ -54,8 +55,8 @@ pub(super) async fn process(shared: &Shared, fetched: Fetched) {
             let id = header_id(&message).unwrap_or_else(|| format!("seq-{sequence}"));
             let job = stand_in(&id, "unknown", &queue, attempt_of(1, delivered));
             let failure = Failure::new(ErrorType::BadJob, format!("message is not a job: {e}"));
-            return record::end_unrun(shared, &message, &job, ack_wait, failure, Verdict::Fail)
-                .await;
+            record::end_unrun(shared, &message, &job, ack_wait, failure, Verdict::Fail).await;
+            return;
         }
     };
     if let Err(invalid) = job.validate() {
@@ -74,7 +75,8 @@ pub(super) async fn process(shared: &Shared, fetched: Fetched) {
         let job = stand_in(&id, job_type, &queue, attempt_of(1, delivered));
         span.record("job_id", job.id.as_str());
         let failure = Failure::new(ErrorType::BadJob, invalid.to_string());
-        return record::end_unrun(shared, &message, &job, ack_wait, failure, Verdict::Fail).await;
+        record::end_unrun(shared, &message, &job, ack_wait, failure, Verdict::Fail).await;
+        return;
     }
     // The queue is the one the job was fetched from, whatever the job says.
     job.queue = queue.to_string();
@@ -94,9 +96,55 @@ pub(super) async fn process(shared: &Shared, fetched: Fetched) {
         ack(&message, AckKind::Nak(None)).await;
         return;
     };
+    // The trace: the enqueuer's when its `traceparent` is valid (a refused one is
+    // counted and noted on STARTED); with export on, this attempt's span, whose new
+    // root trace the job joins when there is no valid parent.
+    let incoming = jobbox::TraceContext::from_headers(message.headers.as_ref());
+    if let Some(refused) = incoming.refused
+        && let Some(metrics) = &shared.metrics
+    {
+        metrics.trace_context_refused(refused);
+    }
+    let job_span = shared
+        .tracer
+        .as_ref()
+        .map(|tracer| tracer.start(&job, incoming.context.as_ref()));
+    job.trace = match &job_span {
+        Some(span) if incoming.context.is_none() => span.context(),
+        _ => incoming.context,
+    };
+    let outcome = admit_and_run(
+        shared,
+        &message,
+        &held,
+        &job,
+        existing,
+        (sequence, published),
+        ack_wait,
+        incoming.refused,
+    )
+    .await;
+    if let Some(span) = job_span {
+        span.end(&outcome);
+    }
+}
+
+/// Admits a job that may run (see `admit`), runs it and records it. Returns how the
+/// attempt ended.
+#[allow(clippy::too_many_arguments)]
+async fn admit_and_run(
+    shared: &Shared,
+    message: &Message,
+    held: &HeldGuard,
+    job: &Job,
+    existing: Option<bytes::Bytes>,
+    (sequence, published): (u64, i128),
+    ack_wait: Duration,
+    trace_refused: Option<InvalidTraceContext>,
+) -> Outcome {
     let cancel_requested = existing.is_none() && shared.cancelled.contains(&job.id);
     match admit(
-        &job,
+        job,
         job.attempt,
         existing.is_some(),
         cancel_requested,
@@ -105,33 +153,39 @@ pub(super) async fn process(shared: &Shared, fetched: Fetched) {
         Admission::Run => {}
         Admission::AlreadyFinished => {
             let result = existing.and_then(|bytes| wire::decode::<JobResult>(&bytes).ok());
-            return record::already_finished(shared, &message, &job, result, published, ack_wait)
-                .await;
+            record::already_finished(shared, message, job, result, published, ack_wait).await;
+            return Outcome::default();
         }
         Admission::NotYetDue(wait) => {
-            return record::hand_back_until_due(shared, &message, &job, sequence, wait).await;
+            record::hand_back_until_due(shared, message, job, sequence, wait).await;
+            return Outcome {
+                status: Some(jobbox::JobStatus::Scheduled),
+                ..Outcome::default()
+            };
         }
         Admission::End(failure) => {
             let verdict = decide(Err(&failure), job.attempt, 0, &job.id);
-            return record::end_unrun(shared, &message, &job, ack_wait, failure, verdict).await;
+            return record::end_unrun(shared, message, job, ack_wait, failure, verdict).await;
         }
         Admission::Poison(failure) => {
             tracing::warn!(%failure, "poison message");
-            return record::end_unrun(
-                shared,
-                &message,
-                &job,
-                ack_wait,
-                failure,
-                Verdict::DeadLetter,
-            )
-            .await;
+            return record::end_unrun(shared, message, job, ack_wait, failure, Verdict::DeadLetter)
+                .await;
         }
     }
-    if super::batches::gate(shared, &message, &job, sequence, ack_wait).await {
-        return;
+    if super::batches::gate(shared, message, job, sequence, ack_wait).await {
+        return Outcome::default();
     }
-    run(shared, &message, &held, job, ack_wait, sequence).await;
+    run(
+        shared,
+        message,
+        held,
+        job,
+        ack_wait,
+        sequence,
+        trace_refused,
+    )
+    .await
 }
 
 /// The job's result, if it has one. A failed read (NATS away, the server restarting)
@@ -176,10 +230,11 @@ async fn run(
     shared: &Shared,
     message: &Message,
     held: &HeldGuard,
-    job: Job,
+    job: &Job,
     ack_wait: Duration,
     sequence: u64,
-) {
+    trace_refused: Option<InvalidTraceContext>,
+) -> Outcome {
     let native = shared.config.native.get(&job.job_type).cloned();
     let (handler, limits, digest) = if native.is_some() {
         let limits = job.effective_limits(&jobbox::HandlerLimits::default());
@@ -193,7 +248,7 @@ async fn run(
             Err(failure) => {
                 let max_retries = job.max_retries.unwrap_or(jobbox::DEFAULT_MAX_RETRIES);
                 let verdict = decide(Err(&failure), job.attempt, max_retries, &job.id);
-                return record::end_unrun(shared, message, &job, ack_wait, failure, verdict).await;
+                return record::end_unrun(shared, message, job, ack_wait, failure, verdict).await;
             }
         };
         let mut limits = job.effective_limits(&active.route.limits);
@@ -212,10 +267,13 @@ async fn run(
         let wait = (started_at - enqueued).to_std().unwrap_or_default();
         metrics.queue_wait(&job.queue, job_type, wait);
     }
-    let started = JobEvent::new(JobEventType::Started, &job)
+    let mut started = JobEvent::new(JobEventType::Started, job)
         .with_worker(&shared.config.worker_id)
         .with_handler_digest(&digest)
         .with_nats(message.subject.to_string(), sequence);
+    if let Some(refused) = trace_refused {
+        started = started.with_detail("trace_context_refused", refused.as_str());
+    }
     shared.events.publish(&started, None).await;
 
     let (progress_tx, mut progress_rx) = watch::channel(None);
@@ -232,11 +290,11 @@ async fn run(
     let outcome = {
         let work = async {
             match (&handler, &native) {
-                (_, Some(native)) => run_native(native.as_ref(), &job),
+                (_, Some(native)) => run_native(native.as_ref(), job),
                 (Some(active), None) => {
                     shared
                         .sandbox
-                        .run(&active.handler, &job, limits, control.clone())
+                        .run(&active.handler, job, limits, control.clone())
                         .await
                 }
                 (None, None) => {
@@ -244,7 +302,7 @@ async fn run(
                 }
             }
         };
-        let keepalive = keep_alive(shared, message, &job, ack_wait, &mut progress_rx);
+        let keepalive = keep_alive(shared, message, job, ack_wait, &mut progress_rx);
         let _running = metrics.as_ref().map(|(metrics, _)| metrics.running());
         tokio::pin!(work);
         tokio::select! {
@@ -255,7 +313,10 @@ async fn run(
                 let _ = work.await;
                 tracing::warn!("worker stopping: job handed back for redelivery");
                 ack(message, AckKind::Nak(None)).await;
-                return;
+                return Outcome {
+                    started_at: Some(started_at),
+                    ..Outcome::default()
+                };
             }
         }
     };
@@ -267,7 +328,7 @@ async fn run(
         None
     };
     if let Some(report) = last_report {
-        let event = JobEvent::new(JobEventType::Progress, &job)
+        let event = JobEvent::new(JobEventType::Progress, job)
             .with_worker(&shared.config.worker_id)
             .with_progress(report);
         shared.events.publish(&event, None).await;
@@ -280,12 +341,12 @@ async fn run(
         &job.id,
     );
     let attempt = Attempt {
-        job: &job,
+        job,
         started_at,
         digest: Some(&digest),
         ack_wait,
     };
-    record::record(shared, message, &attempt, outcome, verdict).await;
+    record::record(shared, message, &attempt, outcome, verdict).await
 }
 
 fn run_native(handler: &super::native::NativeFn, job: &Job) -> RunOutcome {

@@ -86,6 +86,9 @@ pub struct WorkerConfig {
     pub scratch_caps: ScratchCaps,
     /// Where to serve Prometheus metrics at `/metrics` (`None`: no metrics kept).
     pub metrics_addr: Option<std::net::SocketAddr>,
+    /// The OTLP/HTTP collector to export one span per job to, a base URL such as
+    /// `http://127.0.0.1:4318` (`None`: no spans are made).
+    pub otlp_endpoint: Option<String>,
 }
 
 impl WorkerConfig {
@@ -104,6 +107,7 @@ impl WorkerConfig {
             scratch_dir: None,
             scratch_caps: ScratchCaps::default(),
             metrics_addr: None,
+            otlp_endpoint: None,
         }
     }
 
@@ -148,6 +152,8 @@ pub(crate) struct Shared {
     pub batches: batches::BatchBook,
     /// Prometheus metrics, when they are served.
     pub metrics: Option<Arc<Metrics>>,
+    /// The span exporter, when spans are exported.
+    pub tracer: Option<crate::otel::JobTracer>,
     /// Jobs taken from the inbox and not yet done with (each holds a slot).
     pub busy: AtomicU64,
 }
@@ -216,6 +222,14 @@ impl Worker {
             None => None,
         };
         let metrics = metrics_listener.as_ref().map(|_| Arc::new(Metrics::new()));
+        let tracer = match config
+            .otlp_endpoint
+            .as_deref()
+            .filter(|e| !e.trim().is_empty())
+        {
+            Some(endpoint) => Some(crate::otel::JobTracer::new(endpoint, &config.worker_id)?),
+            None => None,
+        };
         Ok(Self {
             event_acks,
             metrics_listener,
@@ -233,6 +247,7 @@ impl Worker {
                 queue_counters: counters::QueueCounters::default(),
                 batches: batches::BatchBook::default(),
                 metrics,
+                tracer,
                 busy: AtomicU64::new(0),
             }),
         })
@@ -366,6 +381,9 @@ impl Worker {
         {
             tracing::warn!(error = %e, "failed to remove the heartbeat");
         }
+        if let Some(tracer) = &shared.tracer {
+            tracer.shutdown().await;
+        }
         // Every job task is done: the last sink is the one in `shared`.
         drop(shared);
         events::drain(event_acks).await;
@@ -384,6 +402,7 @@ fn serve_metrics(
 ) {
     let weak = Arc::downgrade(shared);
     let reconnects = shared.client.reconnects();
+    let spans = shared.tracer.as_ref().map(|t| Arc::clone(t.stats()));
     metrics.set_snapshot(move || {
         let Some(shared) = weak.upgrade() else {
             return Snapshot::default();
@@ -396,6 +415,10 @@ fn serve_metrics(
             handlers_loaded: shared.routes.digests().len() as i64,
             load_failures: shared.routes.load_failures_total(),
             reconnects: *reconnects.borrow(),
+            spans_exported: spans
+                .as_ref()
+                .map_or(0, |s| s.exported.load(Ordering::Relaxed)),
+            spans_lost: spans.as_ref().map_or(0, |s| s.lost.load(Ordering::Relaxed)),
         }
     });
     if let Ok(addr) = listener.local_addr() {

@@ -21,6 +21,7 @@ use super::store::{
     MAX_ERROR_BYTES, MAX_RECORD_BYTES, MAX_TRACEBACK_BYTES, Shrunk, WriteError, cap_text, shrink,
 };
 use super::verdict::Verdict;
+use crate::otel::Outcome;
 use crate::sandbox::{Failure, RunOutcome};
 
 /// First pause before writing a record again after a failed write.
@@ -66,7 +67,7 @@ pub(super) async fn end_unrun(
     ack_wait: Duration,
     failure: Failure,
     verdict: Verdict,
-) {
+) -> Outcome {
     tracing::warn!(%failure, "job cannot run");
     let attempt = Attempt {
         job,
@@ -81,23 +82,32 @@ pub(super) async fn end_unrun(
         RunOutcome::failed(failure),
         verdict,
     )
-    .await;
+    .await
 }
 
-/// Records what the verdict says, then acks or naks.
+/// Records what the verdict says, then acks or naks. Returns what the attempt left
+/// the job as, for its span.
 pub(super) async fn record(
     shared: &Shared,
     message: &Message,
     attempt: &Attempt<'_>,
     outcome: RunOutcome,
     verdict: Verdict,
-) {
+) -> Outcome {
     let job = attempt.job;
     let failure = outcome.result.as_ref().err().map(capped);
+    let ran = attempt.digest.is_some();
+    let mut ended = Outcome {
+        status: None,
+        error_type: failure.as_ref().map(|f| f.error_type),
+        fuel: ran.then_some(outcome.usage.fuel_consumed),
+        started_at: ran.then_some(attempt.started_at),
+    };
     let Some(status) = verdict.final_status() else {
         let Verdict::Retry(delay) = verdict else {
-            return;
+            return ended;
         };
+        ended.status = Some(JobStatus::Retrying);
         let mut event = JobEvent::new(JobEventType::RetryScheduled, job)
             .with_worker(&shared.config.worker_id)
             .with_delay(delay)
@@ -117,19 +127,19 @@ pub(super) async fn record(
             }
         }
         ack(message, AckKind::Nak(Some(delay))).await;
-        return;
+        return ended;
     };
     let mut result = build_result(shared, attempt, &outcome, failure.as_ref(), status);
     match store_result(shared, message, attempt.ack_wait, &mut result).await {
-        Stored::Written => {}
+        Stored::Written => ended.status = Some(result.status),
         Stored::Fenced => {
             tracing::info!("the job already had a result; keeping the first, recording nothing");
             ack(message, AckKind::Ack).await;
-            return;
+            return ended;
         }
         Stored::GaveUp => {
             ack(message, AckKind::Nak(None)).await;
-            return;
+            return ended;
         }
     }
     if result.status == JobStatus::DeadLetter
@@ -138,7 +148,7 @@ pub(super) async fn record(
     {
         // The result stands; the redelivery finds it and stores the dead letter.
         ack(message, AckKind::Nak(None)).await;
-        return;
+        return ended;
     }
     let counter = if result.status == JobStatus::Completed {
         &shared.counters.done
@@ -163,6 +173,7 @@ pub(super) async fn record(
         .events
         .publish_then_ack(&event, &id, message, retry_after)
         .await;
+    ended
 }
 
 /// A message whose job already has a result. A redelivery of the message that
@@ -277,6 +288,7 @@ fn build_result(
         .with_handler_digest(attempt.digest)
         .with_usage(outcome.usage)
         .with_logs(outcome.logs.clone(), outcome.logs_dropped)
+        .with_trace_id(attempt.job.trace_id())
 }
 
 /// Writes the job's one result with `create`, cutting it down while it is too large

@@ -19,6 +19,8 @@
 //! - `readme`: the README's commands work.
 //! - `sdk`: jobbox-guest from a crate outside the repository, built as the docs say.
 //! - `schedules`: recurring jobs across a fleet: once per tick, kills, pause, restarts.
+//! - `tracing`: W3C trace context through a job, OTLP spans at a receiver in the test,
+//!   hostile `traceparent` headers, an unreachable collector.
 
 mod bad_input;
 mod batches;
@@ -36,4 +38,5 @@ mod sandbox;
 mod schedules;
 mod scratch;
 mod sdk;
+mod tracing;
 mod worker;
