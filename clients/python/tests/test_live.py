@@ -192,6 +192,7 @@ def test_python_cancel_ends_a_pending_job_for_jobbox_too(live: Live) -> None:
         return job.id
 
     job_id = run(body, live)
+    handoff(live, "cancelled", job_id)
     status = cli_status(live, job_id)
     assert status["status"] == "CANCELLED" and status["cancel_requested"]
     result = jobbox(live, "result", job_id)

@@ -70,7 +70,10 @@ async fn check_enqueue_event(client: &Client, queue: &str, job_id: &str, token: 
     let message = last_message(client, nats::EVENTS_STREAM, &subject).await;
     assert_eq!(header(&message, "Nats-Msg-Id"), format!("{job_id}.{token}"));
     let event = same_bytes_as_rust!(JobEvent, &message.payload);
-    assert_eq!((event.job_id.as_str(), event.queue.as_str()), (job_id, queue));
+    assert_eq!(
+        (event.job_id.as_str(), event.queue.as_str()),
+        (job_id, queue)
+    );
     assert_eq!(event.attempt, Some(1));
     event
 }
@@ -145,6 +148,29 @@ async fn python_client_suite_against_a_real_worker() {
         result.result_json::<Value>().expect("json"),
         json!({"hello": "python"})
     );
+
+    // A job Python cancelled before it started: its result fences it, its CANCELLED
+    // event carries the id of a terminal event.
+    let cancelled = id("cancelled");
+    let result = client
+        .result(&cancelled)
+        .await
+        .expect("read")
+        .expect("has a result");
+    assert_eq!(result.status, JobStatus::Cancelled, "{}", brief(&result));
+    assert_eq!(result.error_type, Some(jobbox::ErrorType::Cancelled));
+    let message = last_message(
+        &client,
+        nats::EVENTS_STREAM,
+        &format!("jobbox.events.{IDLE_QUEUE}.{cancelled}.cancelled"),
+    )
+    .await;
+    assert_eq!(
+        header(&message, "Nats-Msg-Id"),
+        jobbox::final_event_id(&cancelled, result.start_time)
+    );
+    let event = same_bytes_as_rust!(JobEvent, &message.payload);
+    assert_eq!(event.error_type, Some(jobbox::ErrorType::Cancelled));
 
     // A pending job with every field: the job message and its ENQUEUED event.
     let pending = id("pending");
