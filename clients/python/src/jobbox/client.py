@@ -219,7 +219,7 @@ class Client:
         outcomes: List[Union[Enqueued, JobboxError]] = []
         for start in range(0, len(jobs), ENQUEUE_PIPELINE):
             chunk = jobs[start : start + ENQUEUE_PIPELINE]
-            sent: List[Union[List[Tuple[str, asyncio.Future]], JobboxError]] = []
+            sent: List[Union[List[Tuple[str, asyncio.Future[api.PubAck]]], JobboxError]] = []
             for job in chunk:
                 try:
                     job.validate()
@@ -259,10 +259,10 @@ class Client:
                 await asyncio.sleep(pause)
                 pause = min(pause * 2, 1.0)
 
-    async def _send_enqueue(self, job: Job) -> List[Tuple[str, asyncio.Future]]:
+    async def _send_enqueue(self, job: Job) -> List[Tuple[str, asyncio.Future[api.PubAck]]]:
         """Publishes the job's enqueue events, then the job, without waiting for acks.
         Returns (what, ack future) in the order sent; the job's is last."""
-        pending: List[Tuple[str, asyncio.Future]] = []
+        pending: List[Tuple[str, asyncio.Future[api.PubAck]]] = []
         for event, message_id in enqueue_events(job):
             future = await self._publish(
                 names.event_subject(event.queue, event.job_id, event.event_type),
@@ -274,7 +274,7 @@ class Client:
         pending.append((f"enqueue job {job.id}", await self._publish(subject, payload, headers)))
         return pending
 
-    async def _publish(self, subject: str, payload: bytes, headers: Dict[str, str]) -> asyncio.Future:
+    async def _publish(self, subject: str, payload: bytes, headers: Dict[str, str]) -> asyncio.Future[api.PubAck]:
         try:
             return await self._js.publish_async(subject, payload, headers=headers)
         except _TRANSIENT:
@@ -282,7 +282,7 @@ class Client:
         except nats.errors.Error as e:
             raise NatsError(f"publish on {subject}: {e}") from e
 
-    async def _stored(self, job: Job, pending: List[Tuple[str, asyncio.Future]]) -> Enqueued:
+    async def _stored(self, job: Job, pending: List[Tuple[str, asyncio.Future[api.PubAck]]]) -> Enqueued:
         """Waits for every ack, in order; returns what the job's ack says."""
         ack: Optional[api.PubAck] = None
         for what, future in pending:

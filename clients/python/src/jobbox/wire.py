@@ -19,7 +19,8 @@ class WireError(ValueError):
 
 def encode(record: Dict[str, Any]) -> bytes:
     """Encodes a record (a dict in field order) as a MessagePack map."""
-    return msgpack.packb(record, use_bin_type=True)
+    packed: bytes = msgpack.packb(record, use_bin_type=True)
+    return packed
 
 
 def decode(data: bytes) -> Dict[str, Any]:
