@@ -6,6 +6,8 @@
 - `JOBBOX_BIN`: the `jobbox` binary (default `jobbox` on PATH).
 - `JOBBOX_TEST_QUEUE`: a queue a worker serves with job type `echo`; `JOBBOX_TEST_IDLE_QUEUE`:
   one that no worker serves.
+- `JOBBOX_TEST_EMPTY_NATS_URL`: a server without jobbox's layout, where connecting must
+  fail and create nothing.
 - `JOBBOX_TEST_RUST_JOB`: a job the Rust client enqueued (and saw complete) on the
   served queue; `JOBBOX_TEST_HANDOFF`: a file the tests write ids into for the Rust
   side to read back.
@@ -30,6 +32,7 @@ class Live:
     idle_queue: str
     rust_job: Optional[str]
     handoff: Optional[str]
+    empty_url: Optional[str]
 
 
 @pytest.fixture(scope="session")
@@ -46,4 +49,5 @@ def live() -> Live:
         idle_queue=os.environ.get("JOBBOX_TEST_IDLE_QUEUE", "py-idle"),
         rust_job=os.environ.get("JOBBOX_TEST_RUST_JOB"),
         handoff=os.environ.get("JOBBOX_TEST_HANDOFF"),
+        empty_url=os.environ.get("JOBBOX_TEST_EMPTY_NATS_URL"),
     )

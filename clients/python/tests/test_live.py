@@ -8,9 +8,10 @@ import subprocess
 from datetime import datetime, timedelta, timezone
 from typing import Any, Awaitable, Callable, Dict, List, TypeVar
 
+import nats
 import pytest
 
-from jobbox import CancelKind, Client, Enqueued, EventsFrom, InvalidJob, Job, NotFound, wire
+from jobbox import CancelKind, Client, Enqueued, EventsFrom, InvalidJob, Job, LayoutMissing, NotFound, wire
 
 from conftest import Live
 
@@ -264,3 +265,20 @@ def test_a_job_with_every_field_for_the_rust_side(live: Live) -> None:
 
     run(body, live)
     handoff(live, "pending", job.id)
+
+
+def test_connect_refuses_a_server_without_the_layout_and_creates_nothing(live: Live) -> None:
+    if not live.empty_url:
+        pytest.skip("JOBBOX_TEST_EMPTY_NATS_URL is not set")
+    empty_url = live.empty_url
+
+    async def body() -> None:
+        with pytest.raises(LayoutMissing, match="JOBBOX_JOBS"):
+            await Client.connect(empty_url)
+        nc = await nats.connect(empty_url)
+        try:
+            assert await nc.jetstream().streams_info() == []
+        finally:
+            await nc.close()
+
+    asyncio.run(body())

@@ -96,6 +96,9 @@ async fn python_client_suite_against_a_real_worker() {
     let result = wait_result(&client, &rust_job.id, Duration::from_secs(120)).await;
     assert_eq!(result.status, JobStatus::Completed, "{}", brief(&result));
 
+    // A server where no jobbox process ran: the Python client must not create its layout.
+    let empty = NatsServer::start();
+
     let scratch = tempfile::tempdir().expect("temp dir");
     let handoff = scratch.path().join("handoff.json");
     let dir = python_client_dir();
@@ -110,6 +113,7 @@ async fn python_client_suite_against_a_real_worker() {
         .env("JOBBOX_BIN", jobbox_bin())
         .env("JOBBOX_TEST_QUEUE", QUEUE)
         .env("JOBBOX_TEST_IDLE_QUEUE", IDLE_QUEUE)
+        .env("JOBBOX_TEST_EMPTY_NATS_URL", empty.url())
         .env("JOBBOX_TEST_RUST_JOB", &rust_job.id)
         .env("JOBBOX_TEST_HANDOFF", &handoff);
     let output = tokio::task::spawn_blocking(move || command.output())

@@ -219,16 +219,22 @@ class Client:
         outcomes: List[Union[Enqueued, JobboxError]] = []
         for start in range(0, len(jobs), ENQUEUE_PIPELINE):
             chunk = jobs[start : start + ENQUEUE_PIPELINE]
-            sent: List[Union[List[Tuple[str, asyncio.Future[api.PubAck]]], JobboxError]] = []
+            # Per job: its pending acks, its error, or None to send it again alone.
+            sent: List[Union[List[Tuple[str, asyncio.Future[api.PubAck]]], JobboxError, None]] = []
             for job in chunk:
                 try:
                     job.validate()
                     sent.append(await self._send_enqueue(job))
                 except JobboxError as e:
                     sent.append(e)
+                except _TRANSIENT:
+                    sent.append(None)
             for job, pending in zip(chunk, sent):
                 if isinstance(pending, JobboxError):
                     outcomes.append(pending)
+                    continue
+                if pending is None:
+                    outcomes.append(await self._enqueue_or_error(job))
                     continue
                 try:
                     outcomes.append(await self._stored(job, pending))
