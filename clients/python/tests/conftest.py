@@ -4,8 +4,8 @@
 - `JOBBOX_TEST_NATS_URL`: the server; without it the live tests skip, unless
   `JOBBOX_TEST_REQUIRE_SERVER=1`, when they fail instead.
 - `JOBBOX_BIN`: the `jobbox` binary (default `jobbox` on PATH).
-- `JOBBOX_TEST_QUEUE`: a queue a worker serves with job type `echo`; `JOBBOX_TEST_IDLE_QUEUE`:
-  one that no worker serves.
+- `JOBBOX_TEST_QUEUE`: a queue a worker serves, with job types `echo` and `spin` (an
+  endless loop) deployed; `JOBBOX_TEST_IDLE_QUEUE`: one that no worker serves.
 - `JOBBOX_TEST_EMPTY_NATS_URL`: a server without jobbox's layout, where connecting must
   fail and create nothing.
 - `JOBBOX_TEST_RUST_JOB`: a job the Rust client enqueued (and saw complete) on the

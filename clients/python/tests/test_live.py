@@ -201,6 +201,24 @@ def test_python_cancel_ends_a_pending_job_for_jobbox_too(live: Live) -> None:
     assert json.loads(result.stdout)["status"] == "CANCELLED"
 
 
+def test_python_cancel_stops_a_running_job(live: Live) -> None:
+    async def body(client: Client) -> None:
+        # An endless loop with unlimited fuel: only a cancel (or the 30 s timeout) ends it.
+        job = Job.json("spin", {}).with_queue(live.queue).with_limits(fuel=2**64 - 1)
+        async with await client.events(live.queue, job.id) as events:
+            await client.enqueue(job)
+            while (await events.next(timeout=WAIT)).event_type != "STARTED":
+                pass
+        outcome = await client.cancel(job.id)
+        assert outcome.kind == CancelKind.STOPPING
+        result = await client.wait_result(job.id, WAIT)
+        assert (result.status, result.error_type) == ("CANCELLED", "cancelled"), result
+        again = await client.cancel(job.id)
+        assert (again.kind, again.status) == (CancelKind.ALREADY_FINISHED, "CANCELLED")
+
+    run(body, live)
+
+
 def test_a_delayed_job_is_scheduled_and_cancel_removes_its_schedule(live: Live) -> None:
     due = datetime.now(timezone.utc).replace(microsecond=0) + timedelta(hours=1)
     job = Job.json("echo", {"later": 1}).with_queue(live.idle_queue).with_scheduled_at(due)

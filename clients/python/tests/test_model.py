@@ -91,12 +91,14 @@ def test_a_full_job_keeps_every_field() -> None:
         .with_tenant("t")
         .with_created_by("me")
         .with_timeout(timedelta(seconds=2))
+        .with_limits(fuel=10, log_bytes=5)
         .with_handler("v1")
         .with_depends_on("J1")
     )
     record = job.to_wire()
     assert list(record["metadata"]) == ["a", "b"]
     assert record["timeout_ms"] == 2000
+    assert list(record["limits"].items()) == [("fuel", 10), ("log_bytes", 5)]
     assert Job.from_wire(wire.decode(wire.encode(record))) == job
 
 

@@ -83,6 +83,7 @@ async fn python_client_suite_against_a_real_worker() {
     let server = NatsServer::start();
     let client = Client::connect(&server.url()).await.expect("connect");
     deploy_guest(&client, "echo", guests::ECHO).await;
+    deploy_guest(&client, "spin", guests::SPIN).await;
     let _worker = KillOnDrop(spawn_worker_process(
         &server.url(),
         &["--queue", QUEUE, "--concurrency", "4"],

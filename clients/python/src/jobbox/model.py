@@ -118,6 +118,25 @@ class Job:
         """Sets the wall-clock timeout (millisecond resolution, clamped by the route)."""
         return replace(self, timeout_ms=int(timeout / timedelta(milliseconds=1)))
 
+    def with_limits(
+        self,
+        *,
+        fuel: Optional[int] = None,
+        memory_bytes: Optional[int] = None,
+        timeout_ms: Optional[int] = None,
+        output_bytes: Optional[int] = None,
+        log_bytes: Optional[int] = None,
+    ) -> "Job":
+        """Requests limits (each clamped by the route's ceiling; None = the route's)."""
+        limits = {
+            "fuel": fuel,
+            "memory_bytes": memory_bytes,
+            "timeout_ms": timeout_ms,
+            "output_bytes": output_bytes,
+            "log_bytes": log_bytes,
+        }
+        return replace(self, limits={k: v for k, v in limits.items() if v is not None})
+
     def with_tenant(self, tenant: str) -> "Job":
         """Sets the tenant."""
         return replace(self, tenant=tenant)
