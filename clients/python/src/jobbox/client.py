@@ -112,8 +112,6 @@ class EventStream:
             msg = await asyncio.wait_for(self._sub.messages.__anext__(), timeout)
         except asyncio.TimeoutError as e:
             raise Timeout(f"no event within {timeout} s") from e
-        except StopAsyncIteration:
-            raise
         return msg.metadata.sequence.stream, JobEvent.from_wire(wire.decode(msg.data))
 
     async def close(self) -> None:
@@ -269,14 +267,15 @@ class Client:
         """Publishes the job's enqueue events, then the job, without waiting for acks.
         Returns (what, ack future) in the order sent; the job's is last."""
         pending: List[Tuple[str, asyncio.Future[api.PubAck]]] = []
-        for event, message_id in enqueue_events(job):
+        at = now()  # One reading: a job due in between gets both writes of one kind.
+        for event, message_id in enqueue_events(job, at):
             future = await self._publish(
                 names.event_subject(event.queue, event.job_id, event.event_type),
                 wire.encode(event.to_wire()),
                 {"Nats-Msg-Id": message_id},
             )
             pending.append((f"record {event.event_type} for job {job.id}", future))
-        subject, headers, payload = job_message(job, job.id)
+        subject, headers, payload = job_message(job, job.id, at)
         pending.append((f"enqueue job {job.id}", await self._publish(subject, payload, headers)))
         return pending
 
