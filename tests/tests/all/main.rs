@@ -15,6 +15,8 @@
 //!   deployment, a node killed under load.
 //! - `faults`: nats-server killed under load, a stalled worker, a full store.
 //! - `poison`: hostile ids, oversized guest errors, reused ids: every message ends.
+//! - `python_client`: the Python client's pytest suite against a real worker, and what
+//!   it wrote read back by the Rust client, byte for byte.
 //! - `results`: a result's content type (set by the handler, else the job's), decoded.
 //! - `readme`: the README's commands work.
 //! - `sdk`: jobbox-guest from a crate outside the repository, built as the docs say.
@@ -32,6 +34,7 @@ mod hot_swap;
 mod lifecycle;
 mod metrics;
 mod poison;
+mod python_client;
 mod readme;
 mod results;
 mod sandbox;
