@@ -150,6 +150,18 @@ fn is_transient(error: &(dyn std::error::Error + 'static)) -> bool {
             // 503: JetStream (or the stream's leader) is not available right now.
             return api.code() == 503;
         }
+        // An object store put keeps only the text of its publish errors ("failed
+        // getting chunk ack: no stream found…"): a chunk or its metadata that was not
+        // stored is worth sending again, the whole put being repeatable.
+        if let Some(put) = e.downcast_ref::<async_nats::jetstream::object_store::PutError>() {
+            use async_nats::jetstream::object_store::PutErrorKind;
+            return matches!(
+                put.kind(),
+                PutErrorKind::PublishChunks
+                    | PutErrorKind::PublishMetadata
+                    | PutErrorKind::TimedOut
+            );
+        }
         current = e.source();
     }
     false
@@ -164,5 +176,38 @@ pub(crate) trait NatsContext<T> {
 impl<T, E: std::error::Error + Send + Sync + 'static> NatsContext<T> for Result<T, E> {
     fn during(self, operation: impl FnOnce() -> String) -> Result<T, ClientError> {
         self.map_err(|e| ClientError::nats(operation(), e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use async_nats::jetstream::context::{PublishError, PublishErrorKind};
+    use async_nats::jetstream::object_store::{PutError, PutErrorKind};
+
+    #[test]
+    fn no_answer_now_is_transient_and_a_refusal_is_not() {
+        let leaderless = ClientError::nats(
+            "publish job j",
+            PublishError::new(PublishErrorKind::StreamNotFound),
+        );
+        assert!(leaderless.is_transient());
+        // An object store put keeps only the text of the chunk's publish error.
+        let chunk = ClientError::nats(
+            "store handler",
+            PutError::with_source(
+                PutErrorKind::PublishChunks,
+                "failed getting chunk ack: no stream found for given subject",
+            ),
+        );
+        assert!(chunk.is_transient());
+        let bad_name = ClientError::nats("store handler", PutError::new(PutErrorKind::InvalidName));
+        assert!(!bad_name.is_transient());
+        let too_big = ClientError::nats(
+            "publish job j",
+            PublishError::new(PublishErrorKind::MaxPayloadExceeded),
+        );
+        assert!(!too_big.is_transient());
+        assert!(!ClientError::NotFound("x".into()).is_transient());
     }
 }
