@@ -334,22 +334,7 @@ async fn a_node_killed_under_load_and_brought_back_leaves_one_result_per_job() {
         );
     }
     let events = super::faults::all_events(&client).await;
-    let trails = super::faults::trails(&events, &results);
-    let mut runs: std::collections::HashMap<usize, usize> = Default::default();
-    for job in &jobs {
-        let trail = &trails[&job.id];
-        assert_eq!(
-            trail.terminal, 1,
-            "terminal events of {}: {trail:?}",
-            job.id
-        );
-        assert_eq!(
-            trail.started_after_result, 0,
-            "job {} ran after its result was stored: {trail:?}",
-            job.id
-        );
-        *runs.entry(trail.started).or_default() += 1;
-    }
+    let runs = super::faults::one_end_each(&super::faults::trails(&events, &results), &jobs);
     let duplicates: usize = runs
         .iter()
         .filter(|(started, _)| **started > 1)

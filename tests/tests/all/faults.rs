@@ -114,6 +114,30 @@ pub(crate) struct Trail {
     pub(crate) started_after_result: usize,
 }
 
+/// Asserts that every job of `jobs` has events, exactly one terminal event, and no
+/// STARTED after its result was stored; returns how many jobs were started how many
+/// times (STARTED count → jobs).
+pub(crate) fn one_end_each(trails: &HashMap<String, Trail>, jobs: &[Job]) -> HashMap<usize, usize> {
+    let mut runs: HashMap<usize, usize> = HashMap::new();
+    for job in jobs {
+        let trail = trails
+            .get(&job.id)
+            .unwrap_or_else(|| panic!("no events for {}", job.id));
+        assert_eq!(
+            trail.terminal, 1,
+            "terminal events of {}: {trail:?}",
+            job.id
+        );
+        assert_eq!(
+            trail.started_after_result, 0,
+            "job {} ran after its result was stored: {trail:?}",
+            job.id
+        );
+        *runs.entry(trail.started).or_default() += 1;
+    }
+    runs
+}
+
 pub(crate) fn trails(
     events: &[JobEvent],
     results: &HashMap<String, Stored>,
@@ -208,24 +232,7 @@ async fn three_server_crashes_under_load_leave_one_result_and_one_end_per_job() 
         assert_eq!(result.status, JobStatus::Completed, "{}", brief(result));
     }
     let events = all_events(&client).await;
-    let trails = trails(&events, &results);
-    let mut runs: HashMap<usize, usize> = HashMap::new();
-    for job in &jobs {
-        let trail = trails
-            .get(&job.id)
-            .unwrap_or_else(|| panic!("no events for {}", job.id));
-        assert_eq!(
-            trail.terminal, 1,
-            "terminal events of {}: {trail:?}",
-            job.id
-        );
-        assert_eq!(
-            trail.started_after_result, 0,
-            "job {} ran after its result was stored: {trail:?}",
-            job.id
-        );
-        *runs.entry(trail.started).or_default() += 1;
-    }
+    let runs = one_end_each(&trails(&events, &results), &jobs);
     println!(
         "{JOBS} jobs, nats-server killed 3 times: done in {total:?}; recovery (kill to \
          next result) {recoveries:?}; jobs by STARTED count {runs:?} (a STARTED event \
