@@ -151,6 +151,19 @@ impl Client {
                 let connected = connected.clone();
                 let connections = Arc::clone(&connections);
                 async move {
+                    match &event {
+                        async_nats::Event::Disconnected => {
+                            tracing::warn!("lost the NATS connection; reconnecting");
+                        }
+                        async_nats::Event::Connected => tracing::info!("connected to NATS"),
+                        async_nats::Event::ServerError(e) => {
+                            tracing::warn!(error = %e, "NATS server error");
+                        }
+                        async_nats::Event::ClientError(e) => {
+                            tracing::warn!(error = %e, "NATS client error");
+                        }
+                        _ => {}
+                    }
                     // The first Connected is the initial connection, delivered
                     // asynchronously: counted as a reconnect it would make every
                     // worker drop its first pull requests (and the messages already on

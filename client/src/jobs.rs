@@ -471,17 +471,42 @@ fn parse_counter(payload: &[u8]) -> u64 {
 impl Client {
     /// Live workers, from their heartbeats (an expired heartbeat is a dead worker).
     pub async fn workers(&self) -> Result<Vec<crate::model::WorkerStatus>, ClientError> {
-        let keys = crate::layout::keys(&self.layout().workers, "workers").await?;
-        let mut workers = Vec::with_capacity(keys.len());
-        for key in keys {
-            if let Some(bytes) = self
-                .layout()
-                .workers
-                .get(&key)
-                .await
-                .during(|| format!("read worker {key}"))?
-            {
-                workers.push(wire::decode::<crate::model::WorkerStatus>(&bytes)?);
+        // The latest heartbeat of each worker, read in one pass by a consumer, which
+        // the stream's leader serves: on a cluster a direct get may be answered by a
+        // follower still catching up (a restarted node), which would show a live
+        // worker as silent.
+        let name = format!("KV_{}", nats::WORKERS_BUCKET);
+        let operation = || "list workers".to_string();
+        let stream = self.jetstream().get_stream(&name).await.during(operation)?;
+        let mut consumer = stream
+            .create_consumer(consumer::pull::OrderedConfig {
+                filter_subject: nats::kv_subject(nats::WORKERS_BUCKET, ">"),
+                deliver_policy: consumer::DeliverPolicy::LastPerSubject,
+                ..Default::default()
+            })
+            .await
+            .during(operation)?;
+        let mut workers = Vec::new();
+        let pending = consumer.info().await.during(operation)?.num_pending;
+        if pending > 0 {
+            let mut messages = consumer.messages().await.during(operation)?;
+            loop {
+                let next = tokio::time::timeout(Duration::from_secs(5), messages.next()).await;
+                let Ok(Some(message)) = next else { break };
+                let message = message.during(operation)?;
+                let removed = message
+                    .headers
+                    .as_ref()
+                    .and_then(|h| h.get("KV-Operation"))
+                    .is_some_and(|op| matches!(op.as_str(), "DEL" | "PURGE"));
+                if !removed {
+                    workers.push(wire::decode::<crate::model::WorkerStatus>(
+                        &message.payload,
+                    )?);
+                }
+                if message.info().map(|i| i.pending).unwrap_or(0) == 0 {
+                    break;
+                }
             }
         }
         workers.sort_by(|a, b| a.worker_id.cmp(&b.worker_id));

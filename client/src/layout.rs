@@ -144,6 +144,22 @@ pub async fn ensure_with(js: &jetstream::Context, replicas: usize) -> Result<Lay
         },
     )
     .await?;
+    ensure_stream(
+        js,
+        stream::Config {
+            name: nats::UNDELIVERABLE_STREAM.into(),
+            subjects: vec![nats::UNDELIVERABLE_SUBJECTS.into()],
+            retention: stream::RetentionPolicy::WorkQueue,
+            storage: stream::StorageType::File,
+            max_age: EVENTS_MAX_AGE,
+            description: Some(
+                "jobbox: job messages the server stopped delivering, to be dead-lettered".into(),
+            ),
+            num_replicas: replicas,
+            ..Default::default()
+        },
+    )
+    .await?;
     let kv = |bucket, history, max_age| Bucket {
         name: bucket,
         history,
@@ -173,6 +189,7 @@ pub fn stream_names() -> Vec<String> {
         nats::EVENTS_STREAM,
         nats::DLQ_STREAM,
         nats::STATS_STREAM,
+        nats::UNDELIVERABLE_STREAM,
     ]
     .map(String::from);
     let buckets = [
@@ -369,7 +386,8 @@ mod tests {
     #[test]
     fn every_bucket_has_its_stream_named() {
         let names = stream_names();
-        assert_eq!(names.len(), 11);
+        assert_eq!(names.len(), 12);
+        assert!(names.contains(&nats::UNDELIVERABLE_STREAM.to_string()));
         assert!(names.contains(&"KV_jobbox_results".to_string()));
         assert!(names.contains(&"OBJ_jobbox_handlers".to_string()));
         assert!(names.contains(&nats::JOBS_STREAM.to_string()));

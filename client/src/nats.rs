@@ -14,6 +14,7 @@
 //! | workers | KV with TTL | [`WORKERS_BUCKET`], key = worker id |
 //! | schedules | KV | [`SCHEDULES_BUCKET`], key = schedule id |
 //! | batches | KV | [`BATCHES_BUCKET`], key = batch id |
+//! | undeliverable jobs | stream (work queue) of server advisories | [`UNDELIVERABLE_STREAM`], [`UNDELIVERABLE_SUBJECTS`] |
 
 use crate::model::JobEventType;
 
@@ -48,6 +49,22 @@ pub const WORKERS_BUCKET: &str = "jobbox_workers";
 pub const SCHEDULES_BUCKET: &str = "jobbox_schedules";
 /// KV bucket: batch id → `BatchJob`.
 pub const BATCHES_BUCKET: &str = "jobbox_batches";
+
+/// The work-queue stream that keeps the server's MAX_DELIVERIES advisories for the
+/// jobs stream: each names a job message the server stopped delivering because it
+/// reached its consumer's `max_deliver` (one no client can parse, say).
+pub const UNDELIVERABLE_STREAM: &str = "JOBBOX_UNDELIVERABLE";
+/// Subjects of [`UNDELIVERABLE_STREAM`]: the advisories of every consumer of
+/// [`JOBS_STREAM`].
+pub const UNDELIVERABLE_SUBJECTS: &str = "$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.JOBBOX_JOBS.*";
+/// The durable consumer every worker takes undeliverable-job advisories from.
+pub const UNDELIVERABLE_CONSUMER: &str = "jobbox-undeliverable";
+
+/// The JSON message API of `stream`: a message read through it comes back as JSON,
+/// its headers base64-encoded and never parsed by the client.
+pub fn stream_message_get_subject(stream: &str) -> String {
+    format!("$JS.API.STREAM.MSG.GET.{stream}")
+}
 
 /// The queue token of batch events: `jobbox.events._batches.<batch_id>.<event>`.
 pub const BATCH_EVENTS_TOKEN: &str = "_batches";

@@ -132,6 +132,23 @@ pub fn spawn_worker_process(url: &str, args: &[&str]) -> std::process::Child {
         .expect("start a worker process")
 }
 
+/// Like [`spawn_worker_process`], with the worker's log (stderr) written to `log`.
+pub fn spawn_logged_worker_process(
+    url: &str,
+    args: &[&str],
+    log: &std::path::Path,
+) -> std::process::Child {
+    let file = std::fs::File::create(log).expect("create the worker's log file");
+    std::process::Command::new(jobbox_bin())
+        .arg("worker")
+        .args(args)
+        .args(["--nats-url", url])
+        .stdout(std::process::Stdio::null())
+        .stderr(file)
+        .spawn()
+        .expect("start a worker process")
+}
+
 /// A child process killed (SIGCONT, then SIGKILL) and reaped when dropped, so a
 /// failing test leaves no process behind, not even a stopped one.
 #[derive(Debug)]

@@ -27,6 +27,10 @@ pub struct WorkerArgs {
     /// How long a job's message stays with this worker without an ack.
     #[arg(long, value_parser = humantime::parse_duration, default_value = "30s")]
     ack_wait: Duration,
+    /// Deliveries of one job message before the server gives up on it and a worker
+    /// dead-letters it (the `max_deliver` of lane consumers this worker creates).
+    #[arg(long, default_value_t = crate::worker::DEFAULT_MAX_DELIVERIES, value_parser = clap::value_parser!(u32).range(2..))]
+    max_deliveries: u32,
     /// How long running jobs get to finish after SIGTERM/Ctrl-C.
     #[arg(long, value_parser = humantime::parse_duration, default_value = "30s")]
     shutdown_grace: Duration,
@@ -74,6 +78,7 @@ impl WorkerArgs {
         config.max_memory_bytes = self.max_memory;
         config.ack_wait = self.ack_wait;
         config.shutdown_grace = self.shutdown_grace;
+        config.max_deliveries = self.max_deliveries;
         config.prefetch = self.prefetch;
         config.metrics_addr = self.metrics_addr;
         config.otlp_endpoint.clone_from(&self.otlp_endpoint);

@@ -429,7 +429,7 @@ fn header_id(message: &Message) -> Option<String> {
 }
 
 /// A job made only of safe parts, to record the end of one that is not a valid job.
-fn stand_in(id: &str, job_type: &str, queue: &str, attempt: u32) -> Job {
+pub(super) fn stand_in(id: &str, job_type: &str, queue: &str, attempt: u32) -> Job {
     let mut job = Job::new(job_type, Vec::new()).id(id).queue(queue);
     job.attempt = attempt;
     job

@@ -60,9 +60,10 @@ pub(super) async fn open_lanes(shared: &Shared, queue: &str) -> anyhow::Result<V
             ack_policy: consumer::AckPolicy::Explicit,
             ack_wait: shared.config.ack_wait,
             // Retries are counted by the worker (nak with delay), and a message that
-            // keeps coming back is ended by the worker's delivery bound: the server
-            // never gives up on a job by itself, which would strand it in the stream.
-            max_deliver: -1,
+            // keeps coming back is ended by the worker's delivery bound. This bound is
+            // for messages no worker sees (one the client cannot parse): the server's
+            // MAX_DELIVERIES advisory has a worker dead-letter it (undeliverable.rs).
+            max_deliver: i64::from(shared.config.max_deliveries),
             max_ack_pending: 10_000,
             ..Default::default()
         };
@@ -73,10 +74,14 @@ pub(super) async fn open_lanes(shared: &Shared, queue: &str) -> anyhow::Result<V
             .get_or_create_consumer(&name, config)
             .await
             .map_err(|e| anyhow::anyhow!("failed to open consumer {name}: {e}"))?;
-        let ack_wait = match consumer.info().await {
-            Ok(info) => info.config.ack_wait,
-            Err(_) => consumer.cached_info().config.ack_wait,
+        let info = match consumer.info().await {
+            Ok(info) => info.clone(),
+            Err(_) => consumer.cached_info().clone(),
         };
+        let ack_wait = info.config.ack_wait;
+        if info.config.max_deliver <= 0 {
+            bound_deliveries(&stream, info.config, shared.config.max_deliveries).await;
+        }
         if ack_wait != shared.config.ack_wait {
             tracing::warn!(consumer = %name, consumer_ack_wait = ?ack_wait, worker_ack_wait = ?shared.config.ack_wait, "the existing consumer keeps its ack_wait; jobs are kept alive by it");
         }
@@ -89,6 +94,25 @@ pub(super) async fn open_lanes(shared: &Shared, queue: &str) -> anyhow::Result<V
         });
     }
     Ok(lanes)
+}
+
+/// Gives a consumer made before deliveries were bounded its bound: the one change a
+/// worker makes to an existing consumer, the same from every worker of this version.
+async fn bound_deliveries(
+    stream: &async_nats::jetstream::stream::Stream,
+    mut config: consumer::Config,
+    max_deliveries: u32,
+) {
+    let name = config.durable_name.clone().unwrap_or_default();
+    config.max_deliver = i64::from(max_deliveries);
+    match stream.update_consumer(config).await {
+        Ok(_) => {
+            tracing::info!(consumer = %name, max_deliveries, "bounded the deliveries of an existing consumer");
+        }
+        Err(e) => {
+            tracing::warn!(consumer = %name, error = %e, "cannot bound the deliveries of an existing consumer; a message no worker can read will keep coming back");
+        }
+    }
 }
 
 /// Keeps the inbox buffer of one lane filled until `shutdown`.

@@ -16,6 +16,7 @@ mod record;
 mod running;
 mod scheduler;
 mod store;
+mod undeliverable;
 mod verdict;
 
 use std::sync::Arc;
@@ -52,6 +53,17 @@ use crate::sandbox::{EngineConfig, Sandbox, ScratchArea, ScratchCaps};
 /// crashed worker's jobs wait to be redelivered, not how long a job may run.
 pub const DEFAULT_ACK_WAIT: Duration = Duration::from_secs(30);
 
+/// Default bound on deliveries of one job message, the lane consumers' `max_deliver`.
+///
+/// The worker ends a job that keeps coming back itself (its attempts plus
+/// ten hand-backs); this bound is for a message no worker
+/// ever sees, such as one the client cannot parse. The server stops delivering it and
+/// says so in an advisory, which a worker turns into a dead letter
+/// (`worker/undeliverable.rs`). Every delivery of such a message costs the worker that
+/// fetched it a reconnect, once per `ack_wait`: a hundred deliveries leaves room for
+/// routes with up to 89 retries.
+pub const DEFAULT_MAX_DELIVERIES: u32 = 100;
+
 /// Default time running jobs get to finish after a shutdown signal.
 pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 
@@ -70,6 +82,9 @@ pub struct WorkerConfig {
     pub ack_wait: Duration,
     /// See [`DEFAULT_SHUTDOWN_GRACE`].
     pub shutdown_grace: Duration,
+    /// See [`DEFAULT_MAX_DELIVERIES`]: the `max_deliver` of the lane consumers this
+    /// worker creates, and of existing ones that have none (made before it existed).
+    pub max_deliveries: u32,
     /// Where compiled handlers are cached on disk (`None`: no cache).
     pub cache_dir: Option<std::path::PathBuf>,
     /// Messages each lane fetches ahead of free slots (default: the concurrency).
@@ -101,6 +116,7 @@ impl WorkerConfig {
             max_memory_bytes: 256 * 1024 * 1024,
             ack_wait: DEFAULT_ACK_WAIT,
             shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
+            max_deliveries: DEFAULT_MAX_DELIVERIES,
             cache_dir: None,
             prefetch: None,
             native: NativeHandlers::default(),
@@ -292,6 +308,8 @@ impl Worker {
             shared.config.worker_id.clone(),
             background.clone(),
         ));
+        // Messages the server stopped delivering: any live worker dead-letters them.
+        tokio::spawn(undeliverable::run(Arc::clone(&shared), background.clone()));
         // Batches: any live worker ends them and fires their callbacks (worker/batches/).
         tokio::spawn(batches::run(Arc::clone(&shared), background.clone()));
         if let (Some(listener), Some(metrics)) = (metrics_listener, shared.metrics.clone()) {

@@ -276,3 +276,197 @@ async fn hostile_batch_and_dependency_fields_end_without_running() {
     }
     worker.stop().await;
 }
+
+/// Publishes `payload` to `subject` with `headers` as they are, over a plain TCP
+/// connection: async-nats can neither send nor read a header value holding a bare
+/// LF, which a hostile publisher can.
+fn publish_unparseable(url: &str, subject: &str, headers: &[u8], payload: &[u8]) {
+    use std::io::{BufRead as _, BufReader, Write as _};
+    let address = url.trim_start_matches("nats://");
+    let stream = std::net::TcpStream::connect(address).expect("connect");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    let mut reader = BufReader::new(stream.try_clone().expect("clone"));
+    let mut line = String::new();
+    reader.read_line(&mut line).expect("INFO");
+    assert!(line.starts_with("INFO"), "{line}");
+    let mut out = stream;
+    let mut frame = Vec::new();
+    frame.extend_from_slice(
+        b"CONNECT {\"verbose\":false,\"pedantic\":false,\"headers\":true,\"protocol\":1}\r\n",
+    );
+    frame.extend_from_slice(
+        format!(
+            "HPUB {subject} {} {}\r\n",
+            headers.len(),
+            headers.len() + payload.len()
+        )
+        .as_bytes(),
+    );
+    frame.extend_from_slice(headers);
+    frame.extend_from_slice(payload);
+    frame.extend_from_slice(b"\r\nPING\r\n");
+    out.write_all(&frame).expect("publish");
+    loop {
+        line.clear();
+        reader.read_line(&mut line).expect("answer");
+        assert!(!line.starts_with("-ERR"), "the server refused: {line}");
+        if line.starts_with("PONG") {
+            return;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_no_client_can_read_is_dead_lettered_after_bounded_deliveries() {
+    const QUEUE: &str = "unreadable";
+    let server = NatsServer::start();
+    let client = Client::connect(&server.url()).await.expect("connect");
+    deploy_guest(&client, "echo", guests::ECHO).await;
+    let mut config = jobbox_host::worker::WorkerConfig::new(vec![QUEUE.to_string()]);
+    config.concurrency = 2;
+    config.ack_wait = Duration::from_secs(1);
+    config.max_deliveries = 4;
+    let worker = RunningWorker::start(&server.url(), config).await;
+    echo_works(&client, QUEUE).await;
+
+    // A valid job, and a message that is not one, each with a header value that holds
+    // a bare LF: the client drops its connection on each delivery of them.
+    let job = Job::json("echo", &json!({"hostile": "header"}))
+        .expect("encodes")
+        .queue(QUEUE);
+    let subject = nats::job_subject(QUEUE, job.priority);
+    let headers = format!(
+        "NATS/1.0\r\nNats-Msg-Id: {}\r\nX-Poison: a\nb\r\n\r\n",
+        job.id
+    );
+    publish_unparseable(
+        &server.url(),
+        &subject,
+        headers.as_bytes(),
+        &wire::encode(&job).expect("encode"),
+    );
+    publish_unparseable(
+        &server.url(),
+        &subject,
+        b"NATS/1.0\r\nX-Poison: x\ny\r\n\r\n",
+        b"not a job",
+    );
+    let mut jobs = client
+        .jetstream()
+        .get_stream(nats::JOBS_STREAM)
+        .await
+        .expect("jobs stream");
+    let garbage = format!(
+        "seq-{}",
+        jobs.info().await.expect("info").state.last_sequence
+    );
+    // Other jobs keep flowing meanwhile.
+    let mut others = Vec::new();
+    for n in 0..20 {
+        let other = Job::json("echo", &json!({ "n": n }))
+            .expect("encodes")
+            .queue(QUEUE);
+        client.enqueue(&other).await.expect("enqueue");
+        others.push(other);
+    }
+    // Each delivery of an unreadable message drops the connection of the worker that
+    // fetched it, and what that worker had in flight is delivered again: with the
+    // test's bound of 4 a job can be caught in four drops and be dead-lettered the
+    // same way (with the default of 100, practically never). Every job ends.
+    let mut completed = 0;
+    for other in &others {
+        let result = wait_result(&client, &other.id, Duration::from_secs(60)).await;
+        match result.status {
+            JobStatus::Completed => completed += 1,
+            JobStatus::DeadLetter => assert!(
+                result
+                    .error
+                    .as_deref()
+                    .is_some_and(|e| e.contains("stopped delivering")),
+                "{}",
+                brief(&result)
+            ),
+            _ => panic!("{}", brief(&result)),
+        }
+    }
+    println!(
+        "{completed} of {} other jobs completed during the storm",
+        others.len()
+    );
+
+    for (id, payload) in [
+        (job.id.as_str(), Some(job.payload.clone())),
+        (garbage.as_str(), None),
+    ] {
+        let result = wait_result(&client, id, Duration::from_secs(60)).await;
+        assert_eq!(result.status, JobStatus::DeadLetter, "{}", brief(&result));
+        assert_eq!(result.error_type, Some(ErrorType::BadJob));
+        let error = result.error.clone().unwrap_or_default();
+        assert!(
+            error.contains("stopped delivering this job after 4 deliveries"),
+            "{error}"
+        );
+        let letters = client.dead_letters(Some(QUEUE)).await.expect("dlq");
+        let letter = letters
+            .iter()
+            .find(|(_, letter)| letter.job.id == id)
+            .unwrap_or_else(|| panic!("no dead letter for {id}: {letters:?}"));
+        if let Some(payload) = payload {
+            assert_eq!(letter.1.job.payload, payload, "the job can be replayed");
+        }
+        let events = client.job_events(id).await.expect("events");
+        assert_eq!(count(&events, JobEventType::DeadLettered), 1, "{events:?}");
+    }
+    // Both messages are gone from the stream, and nothing is left unacked.
+    drained(&mut lane(&client, QUEUE).await).await;
+    let left = jobs.info().await.expect("info").state.messages;
+    assert_eq!(left, 0, "messages left in the jobs stream");
+    echo_works(&client, QUEUE).await;
+    worker.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lane_consumer_made_without_a_delivery_bound_gets_one() {
+    const QUEUE: &str = "upgraded";
+    let server = NatsServer::start();
+    let client = Client::connect(&server.url()).await.expect("connect");
+    deploy_guest(&client, "echo", guests::ECHO).await;
+    // As an older jobbox made it: no bound, a longer ack_wait than this worker's.
+    let stream = client
+        .jetstream()
+        .get_stream(nats::JOBS_STREAM)
+        .await
+        .expect("jobs stream");
+    let name = nats::consumer_name(QUEUE, nats::Lane::Normal);
+    stream
+        .create_consumer(async_nats::jetstream::consumer::pull::Config {
+            durable_name: Some(name.clone()),
+            filter_subject: nats::lane_subject(QUEUE, nats::Lane::Normal),
+            ack_policy: async_nats::jetstream::consumer::AckPolicy::Explicit,
+            ack_wait: Duration::from_secs(42),
+            max_deliver: -1,
+            ..Default::default()
+        })
+        .await
+        .expect("old consumer");
+    let worker = RunningWorker::on(&server.url(), &[QUEUE], 2).await;
+    echo_works(&client, QUEUE).await;
+    let info = lane(&client, QUEUE)
+        .await
+        .info()
+        .await
+        .expect("info")
+        .clone();
+    assert_eq!(
+        info.config.max_deliver,
+        i64::from(jobbox_host::worker::DEFAULT_MAX_DELIVERIES)
+    );
+    assert_eq!(
+        info.config.ack_wait,
+        Duration::from_secs(42),
+        "nothing else changed"
+    );
+    worker.stop().await;
+}
