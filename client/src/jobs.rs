@@ -384,30 +384,17 @@ impl Client {
         if info.state.messages == 0 {
             return Ok(Vec::new());
         }
-        let last = info.state.last_sequence;
         let filter = queue.map_or_else(|| nats::DLQ_SUBJECTS.to_string(), nats::dlq_subject);
-        let consumer = stream
-            .create_consumer(consumer::pull::OrderedConfig {
-                filter_subject: filter.clone(),
-                deliver_policy: consumer::DeliverPolicy::All,
-                ..Default::default()
-            })
-            .await
-            .during(|| format!("read dead letters on {filter}"))?;
-        let mut messages = consumer
-            .messages()
-            .await
-            .during(|| format!("read dead letters on {filter}"))?;
+        let read = ReadThrough {
+            filter,
+            deliver_policy: consumer::DeliverPolicy::All,
+            until: Some(info.state.last_sequence),
+            idle: Duration::from_millis(500),
+        };
         let mut letters = Vec::new();
-        loop {
-            let next = tokio::time::timeout(Duration::from_millis(500), messages.next()).await;
-            let Ok(Some(message)) = next else { break };
-            let message = message.during(|| "read a dead letter".to_string())?;
+        for message in read_through(&stream, read, "dead letters").await? {
             let sequence = message.info().map(|i| i.stream_sequence).unwrap_or(0);
             letters.push((sequence, wire::decode::<DeadLetter>(&message.payload)?));
-            if sequence >= last || message.info().map(|i| i.pending).unwrap_or(0) == 0 {
-                break;
-            }
         }
         Ok(letters)
     }
@@ -476,42 +463,79 @@ impl Client {
         // follower still catching up (a restarted node), which would show a live
         // worker as silent.
         let name = format!("KV_{}", nats::WORKERS_BUCKET);
-        let operation = || "list workers".to_string();
-        let stream = self.jetstream().get_stream(&name).await.during(operation)?;
-        let mut consumer = stream
-            .create_consumer(consumer::pull::OrderedConfig {
-                filter_subject: nats::kv_subject(nats::WORKERS_BUCKET, ">"),
-                deliver_policy: consumer::DeliverPolicy::LastPerSubject,
-                ..Default::default()
-            })
+        let stream = self
+            .jetstream()
+            .get_stream(&name)
             .await
-            .during(operation)?;
+            .during(|| "list workers".to_string())?;
+        let read = ReadThrough {
+            filter: nats::kv_subject(nats::WORKERS_BUCKET, ">"),
+            deliver_policy: consumer::DeliverPolicy::LastPerSubject,
+            until: None,
+            idle: Duration::from_secs(5),
+        };
         let mut workers = Vec::new();
-        let pending = consumer.info().await.during(operation)?.num_pending;
-        if pending > 0 {
-            let mut messages = consumer.messages().await.during(operation)?;
-            loop {
-                let next = tokio::time::timeout(Duration::from_secs(5), messages.next()).await;
-                let Ok(Some(message)) = next else { break };
-                let message = message.during(operation)?;
-                let removed = message
-                    .headers
-                    .as_ref()
-                    .and_then(|h| h.get("KV-Operation"))
-                    .is_some_and(|op| matches!(op.as_str(), "DEL" | "PURGE"));
-                if !removed {
-                    workers.push(wire::decode::<crate::model::WorkerStatus>(
-                        &message.payload,
-                    )?);
-                }
-                if message.info().map(|i| i.pending).unwrap_or(0) == 0 {
-                    break;
-                }
+        for message in read_through(&stream, read, "workers").await? {
+            let removed = message
+                .headers
+                .as_ref()
+                .and_then(|h| h.get("KV-Operation"))
+                .is_some_and(|op| matches!(op.as_str(), "DEL" | "PURGE"));
+            if !removed {
+                workers.push(wire::decode::<crate::model::WorkerStatus>(
+                    &message.payload,
+                )?);
             }
         }
         workers.sort_by(|a, b| a.worker_id.cmp(&b.worker_id));
         Ok(workers)
     }
+}
+
+/// What [`read_through`] reads.
+struct ReadThrough {
+    filter: String,
+    deliver_policy: consumer::DeliverPolicy,
+    /// Stop at this stream sequence (what the stream held when asked).
+    until: Option<u64>,
+    /// Stop when no message comes for this long.
+    idle: Duration,
+}
+
+/// Every message of `stream` on `read.filter`, read once by an ordered consumer (which
+/// the stream's leader serves), up to what was pending when it started.
+async fn read_through(
+    stream: &jetstream::stream::Stream,
+    read: ReadThrough,
+    what: &str,
+) -> Result<Vec<jetstream::Message>, ClientError> {
+    let operation = || format!("read {what} on {}", read.filter);
+    let mut consumer = stream
+        .create_consumer(consumer::pull::OrderedConfig {
+            filter_subject: read.filter.clone(),
+            deliver_policy: read.deliver_policy,
+            ..Default::default()
+        })
+        .await
+        .during(operation)?;
+    let mut read_all = Vec::new();
+    if consumer.info().await.during(operation)?.num_pending == 0 {
+        return Ok(read_all);
+    }
+    let mut messages = consumer.messages().await.during(operation)?;
+    loop {
+        let next = tokio::time::timeout(read.idle, messages.next()).await;
+        let Ok(Some(message)) = next else { break };
+        let message = message.during(operation)?;
+        let (sequence, pending) = message
+            .info()
+            .map_or((0, 0), |i| (i.stream_sequence, i.pending));
+        read_all.push(message);
+        if pending == 0 || read.until.is_some_and(|last| sequence >= last) {
+            break;
+        }
+    }
+    Ok(read_all)
 }
 
 /// How many messages of `stream` are on subjects matching `filter`.
