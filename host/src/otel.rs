@@ -46,6 +46,9 @@ pub const EXPORT_INTERVAL: Duration = Duration::from_secs(1);
 /// How long one export request may take before its spans count as lost.
 pub const EXPORT_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// Attributes a job's span has at most: five from its start, three from its end.
+const SPAN_ATTRIBUTES: usize = 8;
+
 /// How long a stopping worker waits for the last spans to be exported.
 const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -156,18 +159,21 @@ impl JobTracer {
         };
         // `created_at` is the enqueuer's clock: never after now.
         let enqueued = SystemTime::from(job.created_at.min(Utc::now()));
+        // Room for the attributes `end` adds, so they do not grow the vector.
+        let mut attributes = Vec::with_capacity(SPAN_ATTRIBUTES);
+        attributes.extend([
+            KeyValue::new("messaging.system", "nats"),
+            KeyValue::new("jobbox.queue", job.queue.clone()),
+            KeyValue::new("jobbox.job_type", job.job_type.clone()),
+            KeyValue::new("jobbox.job_id", job.id.clone()),
+            KeyValue::new("jobbox.attempt", i64::from(job.attempt)),
+        ]);
         let span = self
             .tracer
             .span_builder(format!("job {}", job.job_type))
             .with_kind(SpanKind::Consumer)
             .with_start_time(enqueued)
-            .with_attributes([
-                KeyValue::new("messaging.system", "nats"),
-                KeyValue::new("jobbox.queue", job.queue.clone()),
-                KeyValue::new("jobbox.job_type", job.job_type.clone()),
-                KeyValue::new("jobbox.job_id", job.id.clone()),
-                KeyValue::new("jobbox.attempt", i64::from(job.attempt)),
-            ])
+            .with_attributes(attributes)
             .start_with_context(&self.tracer, &parent_cx);
         JobSpan { span }
     }

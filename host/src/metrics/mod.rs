@@ -1,9 +1,9 @@
 //! Prometheus metrics of a worker, served as OpenMetrics text at `/metrics`
 //! (`jobbox worker --metrics-addr`).
 //!
-//! Everything on the per-job path is an atomic add or a histogram observation
-//! behind a short read lock of `prometheus-client`'s family map: nothing waits on
-//! NATS and no lock is held across an await. Values that live elsewhere (free
+//! Everything on the per-job path is an atomic add or a histogram observation on
+//! handles taken once per queue and job type (found under a short read lock,
+//! without allocating): nothing waits on NATS and no lock is held across an await. Values that live elsewhere (free
 //! slots, handlers loaded, load failures, NATS reconnects) are read when scraped.
 //!
 //! Label sets are bounded: `queue` is one of the worker's queues, `status` and
@@ -13,8 +13,8 @@
 
 mod server;
 
-use std::collections::HashSet;
-use std::sync::{OnceLock, PoisonError, RwLock};
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, OnceLock, PoisonError, RwLock};
 use std::time::Duration;
 
 use jobbox::{ErrorType, JobStatus, Usage};
@@ -95,7 +95,23 @@ pub struct Metrics {
     spans_exported: Counter,
     spans_lost: Counter,
     labelled: RwLock<HashSet<String>>,
+    /// Each (queue, job_type label)'s metrics, looked up without allocating: the
+    /// per-job path reads them under one short read lock.
+    per_job_type: RwLock<HashMap<String, HashMap<String, Arc<JobTypeMetrics>>>>,
     snapshot: OnceLock<SnapshotFn>,
+}
+
+/// The metrics of one queue and `job_type` label: handles into the families,
+/// taken once (a family lookup hashes and allocates its label set).
+#[derive(Debug)]
+struct JobTypeMetrics {
+    completed: Counter,
+    retries: Counter,
+    dead_letters: Counter,
+    queue_wait: Histogram,
+    run_time: Histogram,
+    fuel: Histogram,
+    peak_memory: Histogram,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -220,6 +236,7 @@ impl Metrics {
             load_failures,
             reconnects,
             labelled: RwLock::default(),
+            per_job_type: RwLock::default(),
             snapshot: OnceLock::new(),
         }
     }
@@ -231,9 +248,9 @@ impl Metrics {
 
     /// The `job_type` label for `job_type`: itself if `routed` (it has a deployed
     /// route here) and the label budget allows, else [`OTHER_JOB_TYPE`].
-    pub fn job_type_label(&self, job_type: &str, routed: bool) -> String {
+    pub fn job_type_label<'a>(&self, job_type: &'a str, routed: bool) -> &'a str {
         if !routed {
-            return OTHER_JOB_TYPE.to_string();
+            return OTHER_JOB_TYPE;
         }
         if self
             .labelled
@@ -241,7 +258,7 @@ impl Metrics {
             .unwrap_or_else(PoisonError::into_inner)
             .contains(job_type)
         {
-            return job_type.to_string();
+            return job_type;
         }
         let mut labelled = self
             .labelled
@@ -249,10 +266,53 @@ impl Metrics {
             .unwrap_or_else(PoisonError::into_inner);
         if labelled.contains(job_type) || labelled.len() < MAX_JOB_TYPE_LABELS {
             labelled.insert(job_type.to_string());
-            job_type.to_string()
+            job_type
         } else {
-            OTHER_JOB_TYPE.to_string()
+            OTHER_JOB_TYPE
         }
+    }
+
+    /// The handles of `queue` and `job_type` (a label from [`Self::job_type_label`]),
+    /// made on first use. Both are bounded (the worker's queues, the label budget),
+    /// so the map is too.
+    fn per_job_type(&self, queue: &str, job_type: &str) -> Arc<JobTypeMetrics> {
+        if let Some(found) = self
+            .per_job_type
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(queue)
+            .and_then(|by_type| by_type.get(job_type))
+        {
+            return Arc::clone(found);
+        }
+        let labels = labels(queue, job_type);
+        let made = Arc::new(JobTypeMetrics {
+            completed: self
+                .finished
+                .get_or_create(&Finished {
+                    queue: queue.to_string(),
+                    job_type: job_type.to_string(),
+                    status: JobStatus::Completed.as_str(),
+                    error_type: "",
+                })
+                .clone(),
+            retries: self.retries.get_or_create(&labels).clone(),
+            dead_letters: self.dead_letters.get_or_create(&labels).clone(),
+            queue_wait: self.queue_wait.get_or_create(&labels).clone(),
+            run_time: self.run_time.get_or_create(&labels).clone(),
+            fuel: self.fuel.get_or_create(&labels).clone(),
+            peak_memory: self.peak_memory.get_or_create(&labels).clone(),
+        });
+        let mut map = self
+            .per_job_type
+            .write()
+            .unwrap_or_else(PoisonError::into_inner);
+        Arc::clone(
+            map.entry(queue.to_string())
+                .or_default()
+                .entry(job_type.to_string())
+                .or_insert(made),
+        )
     }
 
     /// Counts a job that ended in `status` (with `error_type` if it failed).
@@ -263,6 +323,10 @@ impl Metrics {
         status: JobStatus,
         error_type: Option<ErrorType>,
     ) {
+        if status == JobStatus::Completed && error_type.is_none() {
+            self.per_job_type(queue, job_type).completed.inc();
+            return;
+        }
         self.finished
             .get_or_create(&Finished {
                 queue: queue.to_string(),
@@ -275,35 +339,27 @@ impl Metrics {
 
     /// Counts an attempt handed back for a retry.
     pub fn retried(&self, queue: &str, job_type: &str) {
-        self.retries.get_or_create(&labels(queue, job_type)).inc();
+        self.per_job_type(queue, job_type).retries.inc();
     }
 
     /// Counts a job put into the dead-letter queue.
     pub fn dead_lettered(&self, queue: &str, job_type: &str) {
-        self.dead_letters
-            .get_or_create(&labels(queue, job_type))
-            .inc();
+        self.per_job_type(queue, job_type).dead_letters.inc();
     }
 
     /// Records how long a job waited from enqueue to start.
     pub fn queue_wait(&self, queue: &str, job_type: &str, wait: Duration) {
-        self.queue_wait
-            .get_or_create(&labels(queue, job_type))
+        self.per_job_type(queue, job_type)
+            .queue_wait
             .observe(wait.as_secs_f64());
     }
 
     /// Records the resource receipt of a handler run.
     pub fn ran(&self, queue: &str, job_type: &str, usage: &Usage) {
-        let labels = labels(queue, job_type);
-        self.run_time
-            .get_or_create(&labels)
-            .observe(usage.wall_time_us as f64 / 1e6);
-        self.fuel
-            .get_or_create(&labels)
-            .observe(usage.fuel_consumed as f64);
-        self.peak_memory
-            .get_or_create(&labels)
-            .observe(usage.peak_memory_bytes as f64);
+        let handles = self.per_job_type(queue, job_type);
+        handles.run_time.observe(usage.wall_time_us as f64 / 1e6);
+        handles.fuel.observe(usage.fuel_consumed as f64);
+        handles.peak_memory.observe(usage.peak_memory_bytes as f64);
     }
 
     /// Counts a job message whose trace context was refused.

@@ -176,7 +176,7 @@ pub(crate) struct Shared {
 
 impl Shared {
     /// The metrics and the bounded `job_type` label of `job_type`, when metrics are on.
-    pub(crate) fn metrics_for(&self, job_type: &str) -> Option<(&Metrics, String)> {
+    pub(crate) fn metrics_for<'a>(&self, job_type: &'a str) -> Option<(&Metrics, &'a str)> {
         let metrics = self.metrics.as_deref()?;
         let routed =
             self.routes.get(job_type).is_some() || self.config.native.get(job_type).is_some();
