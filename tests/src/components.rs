@@ -101,8 +101,7 @@ pub fn build(language: Language, dir: &str) -> String {
     let digest = sources_digest(&root, language, &source_dir);
     let name = dir.replace('/', "-");
     let out_dir = out_dir();
-    fs::create_dir_all(&out_dir)
-        .unwrap_or_else(|e| panic!("create {}: {e}", out_dir.display()));
+    fs::create_dir_all(&out_dir).unwrap_or_else(|e| panic!("create {}: {e}", out_dir.display()));
     let wasm = out_dir.join(format!("{name}-{}.wasm", &digest[..16]));
     if wasm.is_file() {
         return path_string(&wasm);
@@ -110,8 +109,8 @@ pub fn build(language: Language, dir: &str) -> String {
     // One build per guest at a time, across test processes: the others wait here,
     // then find the finished component.
     let lock_path = out_dir.join(format!("{name}.lock"));
-    let lock = File::create(&lock_path)
-        .unwrap_or_else(|e| panic!("create {}: {e}", lock_path.display()));
+    let lock =
+        File::create(&lock_path).unwrap_or_else(|e| panic!("create {}: {e}", lock_path.display()));
     lock.lock()
         .unwrap_or_else(|e| panic!("lock {}: {e}", lock_path.display()));
     if !wasm.is_file() {
@@ -193,8 +192,7 @@ fn sources_digest(root: &Path, language: Language, source_dir: &Path) -> String 
     let mut all = Vec::new();
     all.extend_from_slice(language.short().as_bytes());
     for file in files {
-        let contents =
-            fs::read(&file).unwrap_or_else(|e| panic!("read {}: {e}", file.display()));
+        let contents = fs::read(&file).unwrap_or_else(|e| panic!("read {}: {e}", file.display()));
         let relative = file.strip_prefix(root).unwrap_or(&file);
         all.extend_from_slice(relative.to_string_lossy().as_bytes());
         all.push(0);
@@ -202,10 +200,7 @@ fn sources_digest(root: &Path, language: Language, source_dir: &Path) -> String 
         all.extend_from_slice(&contents);
     }
     let digest = jobbox::digest_of(&all);
-    digest
-        .strip_prefix("sha256:")
-        .unwrap_or(&digest)
-        .to_owned()
+    digest.strip_prefix("sha256:").unwrap_or(&digest).to_owned()
 }
 
 /// The files under `dir`, recursively, leaving out Python's bytecode caches.

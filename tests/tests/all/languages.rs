@@ -115,10 +115,20 @@ async fn runs_like_rust(language: &str, path: &str) {
     );
 
     // A rejection: final at once, as the Rust `reject` guest's, with its message.
-    let ours = run(&client, json_job(&job_type, &json!({"reject": "bad input"}))).await;
+    let ours = run(
+        &client,
+        json_job(&job_type, &json!({"reject": "bad input"})),
+    )
+    .await;
     let rust = run(&client, json_job("reject", &json!({}))).await;
     assert_eq!(ours.status, JobStatus::Failed, "{}", brief(&ours));
-    assert_eq!(ending(&ours), ending(&rust), "{} vs {}", brief(&ours), brief(&rust));
+    assert_eq!(
+        ending(&ours),
+        ending(&rust),
+        "{} vs {}",
+        brief(&ours),
+        brief(&rust)
+    );
     assert_eq!(ours.error, rust.error, "the same message, as given");
 
     // A retry: run again while retries are left, then dead-lettered, as the Rust
@@ -132,7 +142,13 @@ async fn runs_like_rust(language: &str, path: &str) {
     let rust = run(&client, retry("retry", json!({}))).await;
     assert_eq!(ours.status, JobStatus::DeadLetter, "{}", brief(&ours));
     assert_eq!(ours.attempts, 2, "retried once: {}", brief(&ours));
-    assert_eq!(ending(&ours), ending(&rust), "{} vs {}", brief(&ours), brief(&rust));
+    assert_eq!(
+        ending(&ours),
+        ending(&rust),
+        "{} vs {}",
+        brief(&ours),
+        brief(&rust)
+    );
     assert_eq!(ours.error, rust.error);
 
     // Input the helper cannot decode is a rejection, not a crash.
