@@ -3,12 +3,15 @@
 //! (componentize-py, componentize-js), deployed and run through a real worker next to
 //! the Rust `word-count` example. Each gives the Rust example's output for the same
 //! text, logs and reports progress through the host imports, and its reject and retry
-//! end exactly as the Rust `reject` and `retry` test guests' do.
+//! end exactly as the Rust `reject` and `retry` test guests' do. A route's ceilings on
+//! the component's shape (instances, memories, table elements) hold for them per job.
 
+use std::sync::Arc;
 use std::time::Duration;
 
-use jobbox::{Client, Job, JobResult, JobStatus};
+use jobbox::{Client, ErrorType, HandlerLimits, Job, JobResult, JobStatus};
 use jobbox_host::registry::DeployOptions;
+use jobbox_host::sandbox::{EngineConfig, JobControl, Sandbox};
 use jobbox_host::worker::WorkerConfig;
 use jobbox_tests::{NatsServer, RunningWorker, brief, components, guests, wait_result};
 use serde_json::{Value, json};
@@ -172,4 +175,64 @@ async fn a_python_handler_runs_like_a_rust_one() {
 async fn a_javascript_handler_runs_like_a_rust_one() {
     let path = components::js_example("word-count");
     runs_like_rust("js", &path).await;
+}
+
+/// A route's ceilings on the component's shape are enforced per job, in the job's own
+/// store: the Python example (about 14 core instances, one memory, a table of about
+/// 5,700 elements) completes under the defaults and fails, as a trap, under a route
+/// that allows fewer instances, no memory or fewer table elements; the same sandbox then
+/// runs it again under the defaults.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shape_ceilings_are_enforced_per_job() {
+    let path = components::python_example("word-count");
+    let sandbox = Sandbox::new(EngineConfig {
+        concurrency: 2,
+        max_memory_bytes: jobbox::DEFAULT_MEMORY_BYTES,
+        pooling: true,
+    })
+    .expect("sandbox builds");
+    let bytes = std::fs::read(&path).expect("built");
+    let handler = sandbox
+        .load(Arc::from(bytes), COMPILE_CAP)
+        .await
+        .expect("the Python example loads");
+    let job = json_job("python-word-count", &json!({"text": "a b a"}));
+    let run = |limits: HandlerLimits| sandbox.run(&handler, &job, limits, JobControl::default());
+
+    let fits = run(HandlerLimits::default()).await;
+    assert!(fits.result.is_ok(), "{:?}", fits.result);
+    let tight = [
+        (
+            "instances",
+            HandlerLimits {
+                instances: 4,
+                ..HandlerLimits::default()
+            },
+        ),
+        (
+            "memories",
+            HandlerLimits {
+                memories: 0,
+                ..HandlerLimits::default()
+            },
+        ),
+        (
+            "table elements",
+            HandlerLimits {
+                table_elements: 1_000,
+                ..HandlerLimits::default()
+            },
+        ),
+    ];
+    for (what, limits) in tight {
+        let outcome = run(limits).await;
+        let failure = outcome.result.expect_err(what);
+        assert_eq!(failure.error_type, ErrorType::Trap, "{what}: {failure:?}");
+        println!(
+            "python-word-count under too few {what}: {}",
+            failure.message
+        );
+        let again = run(HandlerLimits::default()).await;
+        assert!(again.result.is_ok(), "after {what}: {:?}", again.result);
+    }
 }
