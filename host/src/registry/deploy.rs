@@ -365,7 +365,8 @@ mod tests {
             ..HandlerLimits::default()
         };
         assert!(check_limits(&widest, max_payload).is_ok());
-        let over: [(&str, fn(&mut HandlerLimits)); 5] = [
+        type Raise = fn(&mut HandlerLimits);
+        let over: [(&str, Raise); 5] = [
             ("core instances", |l| l.instances += 1),
             ("memories", |l| l.memories += 1),
             ("tables", |l| l.tables += 1),
