@@ -804,6 +804,7 @@ impl Victim {
                 DeployError::Invalid(_)
                     | DeployError::BadLimits(_)
                     | DeployError::MemoryMinimum { .. }
+                    | DeployError::ComponentTooLarge { .. }
             ),
             "{case}: {error:?}"
         );
@@ -894,6 +895,38 @@ async fn refused_deploys_leave_the_route_untouched() {
         )
         .await;
     let echo = read(guests::ECHO);
+    // Over the route's own ceiling, far under the workers' bound.
+    let small_ceiling = DeployOptions {
+        limits: HandlerLimits {
+            component_bytes: echo.len() as u64 - 1,
+            ..HandlerLimits::default()
+        },
+        ..v2()
+    };
+    victim
+        .refuse(
+            "over the route's component ceiling",
+            echo.clone(),
+            small_ceiling,
+            &["over the route's ceiling", "--max-component"],
+        )
+        .await;
+    // A route ceiling past what workers allow.
+    let too_wide = DeployOptions {
+        limits: HandlerLimits {
+            instances: 10_000,
+            ..HandlerLimits::default()
+        },
+        ..v2()
+    };
+    victim
+        .refuse(
+            "more instances than workers allow",
+            echo.clone(),
+            too_wide,
+            &["10000 core instances", "workers allow"],
+        )
+        .await;
     victim
         .refuse(
             "truncated component",

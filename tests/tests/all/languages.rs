@@ -236,3 +236,43 @@ async fn shape_ceilings_are_enforced_per_job() {
         assert!(again.result.is_ok(), "after {what}: {:?}", again.result);
     }
 }
+
+/// An exception a JavaScript handler does not catch is a trap named after it, as a
+/// Python one's is (`hostile::python_guests_fail_as_rust_ones_do`), with the same line
+/// in the job's log; the sandbox goes on running jobs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_uncaught_javascript_exception_is_a_named_trap() {
+    let path = components::js_guest("raise");
+    let sandbox = Sandbox::new(EngineConfig {
+        concurrency: 1,
+        max_memory_bytes: jobbox::DEFAULT_MEMORY_BYTES,
+        pooling: true,
+    })
+    .expect("sandbox builds");
+    let bytes = std::fs::read(&path).expect("built");
+    let handler = sandbox
+        .load(Arc::from(bytes), COMPILE_CAP)
+        .await
+        .expect("the JavaScript guest loads");
+    let job = json_job("js-raise", &json!({}));
+    for _ in 0..2 {
+        let outcome = sandbox
+            .run(
+                &handler,
+                &job,
+                HandlerLimits::default(),
+                JobControl::default(),
+            )
+            .await;
+        let failure = outcome.result.expect_err("the guest throws");
+        assert_eq!(failure.error_type, ErrorType::Trap, "{failure:?}");
+        assert!(!failure.retryable);
+        let message = "uncaught exception: TypeError: guest-raise: deliberate";
+        assert_eq!(failure.message, message);
+        let logged = outcome
+            .logs
+            .iter()
+            .any(|l| l.level == jobbox::LogLevel::Error && l.message == message);
+        assert!(logged, "{:?}", outcome.logs);
+    }
+}
