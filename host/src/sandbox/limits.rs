@@ -25,9 +25,9 @@ pub const HOST_CALL_GRACE: Duration = Duration::from_millis(50);
 /// Deepest wasm stack a guest may use.
 ///
 /// Engine-wide: wasmtime sets it per engine, not per store. Rust guests rarely need
-/// more than a few hundred KiB; CPython and SpiderMonkey keep their own frames in
-/// linear memory and stop deep recursion themselves (Python's `RecursionError` at its
-/// default depth of 1,000 is raised well inside this bound). Deep recursion past it
+/// more than a few hundred KiB; CPython and SpiderMonkey stop deep recursion
+/// themselves well inside this bound (Python's `RecursionError` at its default depth
+/// of 1,000, JavaScript's `InternalError: too much recursion`). Deep recursion past it
 /// traps as `stack_overflow`. It must stay well below [`ASYNC_STACK_BYTES`], or a stack
 /// overflow could run off the fiber's stack into host memory.
 pub const MAX_WASM_STACK_BYTES: usize = 512 * 1024;
