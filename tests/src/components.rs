@@ -5,7 +5,8 @@
 //! and this module builds it with the language's script (`guest-sdk/python/build.sh`,
 //! `guest-sdk/js/build.sh`) into `<target>/<profile>/lang-guests/`. A build is named
 //! by a digest of everything it is made from (the guest's directory, the language's
-//! SDK directory, the WIT), so it is reused until one of those changes; concurrent
+//! SDK directory, the WIT, the pinned tool versions), so it is reused until one of
+//! those changes; concurrent
 //! test processes wait for one build under a file lock instead of repeating it.
 
 use std::fs::{self, File};
@@ -181,13 +182,16 @@ fn remove_older_builds(out_dir: &Path, name: &str, keep: &Path) {
     }
 }
 
-/// A digest of every file a build reads: the guest's directory, the language's SDK
-/// directory and the WIT, by path and contents.
+/// A digest of every file a build reads — the guest's directory, the language's SDK
+/// directory, the WIT — and of `scripts/setup`, which pins the toolchains' versions;
+/// by path and contents.
 fn sources_digest(root: &Path, language: Language, source_dir: &Path) -> String {
     let mut files = Vec::new();
     collect_files(source_dir, &mut files);
     collect_files(&root.join(language.sdk_dir()), &mut files);
     collect_files(&root.join("guest-sdk/wit"), &mut files);
+    // Where the toolchains' versions are pinned: a new version is a new build.
+    files.push(root.join("scripts/setup"));
     files.sort();
     let mut all = Vec::new();
     all.extend_from_slice(language.short().as_bytes());
