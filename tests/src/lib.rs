@@ -1,8 +1,10 @@
 //! Support for jobbox's end-to-end tests: a real `nats-server` per test, the guests
 //! `build.rs` built, and helpers to deploy handlers and run workers.
 
-/// Paths of the wasm guests (example handlers and test guests) that `build.rs` built.
 pub mod chromium;
+/// Python and JavaScript guests, built on demand with their language's toolchain.
+pub mod components;
+/// Paths of the wasm guests (example handlers and test guests) that `build.rs` built.
 pub mod guests;
 pub mod http;
 mod nats_cluster;

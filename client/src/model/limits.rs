@@ -65,6 +65,39 @@ pub const DEFAULT_SCRATCH_BYTES: u64 = 0;
 /// filesystem runs out of inodes.
 pub const DEFAULT_SCRATCH_FILES: u64 = 1024;
 
+/// Default ceiling on the core WebAssembly instances one job's component may create: 32.
+///
+/// Why: a Rust component instantiates a handful of core modules (the program and the
+/// canonical-ABI shims); a Python one (componentize-py) about 14, one per shared
+/// library of the interpreter; JavaScript (componentize-js) fewer. Python with native
+/// extension modules needs more: raise it per route (`--max-instances`).
+pub const DEFAULT_INSTANCES: u32 = 32;
+
+/// Default ceiling on the linear memories one job may have in total: 4.
+///
+/// Why: Rust, Python and JavaScript components have one (componentize-py links the
+/// interpreter's shared libraries against a single memory). Each memory is a slot of
+/// the worker's pool, reserved up front.
+pub const DEFAULT_MEMORIES: u32 = 4;
+
+/// Default ceiling on the tables one job may have in total: 16.
+pub const DEFAULT_TABLES: u32 = 16;
+
+/// Default ceiling on the elements of any one table: 20,000.
+///
+/// Why: a Rust component's function table has a few hundred entries, Python's about
+/// 5,700, JavaScript's about 7,700; 20,000 leaves room for larger programs while
+/// bounding a guest that grows a table on purpose (8 bytes an element).
+pub const DEFAULT_TABLE_ELEMENTS: u64 = 20_000;
+
+/// Default ceiling on a route's component size: 64 MiB.
+///
+/// Why: Rust handlers are well under 5 MiB; a Python component carries its interpreter
+/// and standard library (about 19 MB for a word count), a JavaScript one its engine
+/// (about 12 MB), and pure-Python dependencies add to that. Compilation is not bounded
+/// by wasmtime, so size is capped; workers cap it again at their own maximum.
+pub const DEFAULT_COMPONENT_BYTES: u64 = 64 * 1024 * 1024;
+
 /// The limits a handler runs under: concrete values, no options.
 ///
 /// A [`crate::Route`] carries one of these as the ceiling for every job of its
@@ -91,6 +124,16 @@ pub struct HandlerLimits {
     pub scratch_bytes: u64,
     /// Files, directories and symlinks a job may create in its scratch directory.
     pub scratch_files: u64,
+    /// Core WebAssembly instances one job's component may create.
+    pub instances: u32,
+    /// Linear memories one job may have in total.
+    pub memories: u32,
+    /// Tables one job may have in total.
+    pub tables: u32,
+    /// Elements any one table may have.
+    pub table_elements: u64,
+    /// Largest component (`.wasm`) the route may run, in bytes: checked at deploy.
+    pub component_bytes: u64,
 }
 
 impl HandlerLimits {
@@ -105,6 +148,11 @@ impl HandlerLimits {
         max_retries: DEFAULT_MAX_RETRIES,
         scratch_bytes: DEFAULT_SCRATCH_BYTES,
         scratch_files: DEFAULT_SCRATCH_FILES,
+        instances: DEFAULT_INSTANCES,
+        memories: DEFAULT_MEMORIES,
+        tables: DEFAULT_TABLES,
+        table_elements: DEFAULT_TABLE_ELEMENTS,
+        component_bytes: DEFAULT_COMPONENT_BYTES,
     };
 
     /// Whether jobs under these limits get a scratch directory.
@@ -144,8 +192,9 @@ pub struct JobLimits {
 
 impl JobLimits {
     /// The effective limits: each requested value, lowered to the ceiling if it asks
-    /// for more; fields the job did not set, plus `log_lines`, `max_retries` and the
-    /// scratch directory, come from the ceiling.
+    /// for more; fields the job did not set, plus `log_lines`, `max_retries`, the
+    /// scratch directory and the component's shape (instances, memories, tables,
+    /// size), come from the ceiling.
     #[must_use]
     pub fn clamp_to(&self, ceiling: &HandlerLimits) -> HandlerLimits {
         let pick = |asked: Option<u64>, max: u64| asked.map_or(max, |a| a.min(max));
@@ -159,6 +208,11 @@ impl JobLimits {
             max_retries: ceiling.max_retries,
             scratch_bytes: ceiling.scratch_bytes,
             scratch_files: ceiling.scratch_files,
+            instances: ceiling.instances,
+            memories: ceiling.memories,
+            tables: ceiling.tables,
+            table_elements: ceiling.table_elements,
+            component_bytes: ceiling.component_bytes,
         }
     }
 }
@@ -180,6 +234,11 @@ mod tests {
                 max_retries: 0,
                 scratch_bytes: 0,
                 scratch_files: 0,
+                instances: 0,
+                memories: 0,
+                tables: 0,
+                table_elements: 0,
+                component_bytes: 0,
             },
             HandlerLimits {
                 fuel: u64::MAX,
@@ -191,6 +250,11 @@ mod tests {
                 max_retries: u32::MAX,
                 scratch_bytes: u64::MAX,
                 scratch_files: u64::MAX,
+                instances: u32::MAX,
+                memories: u32::MAX,
+                tables: u32::MAX,
+                table_elements: u64::MAX,
+                component_bytes: u64::MAX,
             },
             HandlerLimits {
                 fuel: 17,
@@ -202,6 +266,11 @@ mod tests {
                 max_retries: 1,
                 scratch_bytes: 1 << 20,
                 scratch_files: 3,
+                instances: 5,
+                memories: 1,
+                tables: 2,
+                table_elements: 100,
+                component_bytes: 1 << 20,
             },
         ]
     }
@@ -244,6 +313,12 @@ mod tests {
                 assert_eq!(got.max_retries, ceiling.max_retries);
                 assert_eq!(got.scratch_bytes, ceiling.scratch_bytes);
                 assert_eq!(got.scratch_files, ceiling.scratch_files);
+                assert_eq!(
+                    (got.instances, got.memories, got.tables),
+                    (ceiling.instances, ceiling.memories, ceiling.tables)
+                );
+                assert_eq!(got.table_elements, ceiling.table_elements);
+                assert_eq!(got.component_bytes, ceiling.component_bytes);
             }
         }
     }

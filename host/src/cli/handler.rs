@@ -96,6 +96,23 @@ struct DeployArgs {
     /// (default 1024; needs --scratch).
     #[arg(long, requires = "scratch")]
     scratch_files: Option<u64>,
+    /// Most core WebAssembly instances a job's component may create (default 32;
+    /// Python with native extension modules may need more; workers allow up to 128).
+    #[arg(long)]
+    max_instances: Option<u32>,
+    /// Most linear memories a job may have (default 4; workers allow up to 4).
+    #[arg(long)]
+    max_memories: Option<u32>,
+    /// Most tables a job may have (default 16; workers allow up to 16).
+    #[arg(long)]
+    max_tables: Option<u32>,
+    /// Most elements any one table may have (default 20000; workers allow up to 100000).
+    #[arg(long)]
+    max_table_elements: Option<u64>,
+    /// Largest component this route may run, e.g. 100MiB (default 64MiB; workers
+    /// allow up to 128MiB).
+    #[arg(long, value_parser = parse_size)]
+    max_component: Option<u64>,
     /// Who is deploying (default: $USER).
     #[arg(long)]
     deployed_by: Option<String>,
@@ -131,6 +148,21 @@ pub async fn run(args: HandlerArgs, output: Output) -> anyhow::Result<ExitCode> 
             }
             if let Some(files) = deploy_args.scratch_files {
                 limits.scratch_files = files;
+            }
+            if let Some(instances) = deploy_args.max_instances {
+                limits.instances = instances;
+            }
+            if let Some(memories) = deploy_args.max_memories {
+                limits.memories = memories;
+            }
+            if let Some(tables) = deploy_args.max_tables {
+                limits.tables = tables;
+            }
+            if let Some(elements) = deploy_args.max_table_elements {
+                limits.table_elements = elements;
+            }
+            if let Some(bytes) = deploy_args.max_component {
+                limits.component_bytes = bytes;
             }
             let options = DeployOptions {
                 version: deploy_args.version,

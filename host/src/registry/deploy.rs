@@ -6,7 +6,10 @@
 //! 1. the job type is a valid name;
 //! 2. the route's limits can work: the output ceiling leaves room for the rest of the
 //!    result in one NATS message and fits in one host call ([`max_output_bytes`]);
-//! 3. the bytes are no larger than [`MAX_COMPONENT_BYTES`];
+//! 3. the bytes are no larger than [`MAX_COMPONENT_BYTES`] nor than the route's own
+//!    ceiling (`component_bytes`), and the route's ceilings on the component's shape
+//!    (instances, memories, tables) are within what workers allow
+//!    ([`check_shape_limits`]);
 //! 4. they are a WebAssembly component (not a core module, not precompiled native
 //!    code such as a `.cwasm`, not something else);
 //! 5. no core memory's initial size is above the route's memory ceiling (every
@@ -31,7 +34,10 @@ use wasmtime::component::types::ComponentItem;
 
 use super::memory::memory_minimum;
 use crate::sandbox::bindings::{GuestJob, HandlerError};
-use crate::sandbox::limits::HOSTCALL_BYTES;
+use crate::sandbox::limits::{
+    HOSTCALL_BYTES, MAX_CORE_INSTANCES_PER_JOB, MAX_MEMORIES_PER_JOB, MAX_TABLE_ELEMENTS,
+    MAX_TABLES_PER_JOB,
+};
 use crate::sandbox::{
     EngineConfig, HANDLER_INTERFACE, Handler, LoadError, MAX_COMPONENT_BYTES, Sandbox,
 };
@@ -90,6 +96,19 @@ pub enum DeployError {
         /// The route's memory ceiling in bytes.
         ceiling: u64,
     },
+    /// The component is larger than the route's ceiling (`component_bytes`).
+    #[error(
+        "refused: the component is {size} bytes, over the route's ceiling of {ceiling} \
+         bytes; deploy with --max-component {}MiB or more (workers allow up to {} MiB)",
+        .size.div_ceil(1 << 20),
+        MAX_COMPONENT_BYTES >> 20
+    )]
+    ComponentTooLarge {
+        /// The component's size in bytes.
+        size: u64,
+        /// The route's ceiling in bytes.
+        ceiling: u64,
+    },
     /// Talking to NATS failed.
     #[error(transparent)]
     Nats(#[from] ClientError),
@@ -125,8 +144,37 @@ pub fn max_output_bytes(max_payload: usize) -> u64 {
     in_a_message.min(HOSTCALL_BYTES as u64)
 }
 
+/// Refuses a route ceiling on the component's shape above what any worker's engine
+/// allows ([`crate::sandbox::limits`]): the pool is sized for those bounds.
+fn check_shape_limits(limits: &HandlerLimits) -> Result<(), DeployError> {
+    let bounds = [
+        (
+            "core instances",
+            u64::from(limits.instances),
+            MAX_CORE_INSTANCES_PER_JOB,
+        ),
+        ("memories", u64::from(limits.memories), MAX_MEMORIES_PER_JOB),
+        ("tables", u64::from(limits.tables), MAX_TABLES_PER_JOB),
+        ("table elements", limits.table_elements, MAX_TABLE_ELEMENTS),
+        (
+            "component bytes",
+            limits.component_bytes,
+            MAX_COMPONENT_BYTES,
+        ),
+    ];
+    for (what, asked, most) in bounds {
+        if asked > most as u64 {
+            return Err(DeployError::BadLimits(format!(
+                "a ceiling of {asked} {what} is more than workers allow (at most {most})"
+            )));
+        }
+    }
+    Ok(())
+}
+
 /// Refuses limits a route cannot work with.
 fn check_limits(limits: &HandlerLimits, max_payload: usize) -> Result<(), DeployError> {
+    check_shape_limits(limits)?;
     let max_output = max_output_bytes(max_payload);
     if limits.output_bytes > max_output {
         return Err(DeployError::BadLimits(format!(
@@ -226,6 +274,12 @@ impl DeployOptions {
             }
             .into());
         }
+        if wasm.len() as u64 > self.limits.component_bytes {
+            return Err(DeployError::ComponentTooLarge {
+                size: wasm.len() as u64,
+                ceiling: self.limits.component_bytes,
+            });
+        }
         let sandbox = Sandbox::new(EngineConfig {
             concurrency: 1,
             max_memory_bytes: self.limits.memory_bytes,
@@ -297,5 +351,35 @@ mod tests {
         assert!(error.to_string().contains("max_payload"), "{error}");
         // A server with bigger messages does not lift the host-call cap.
         assert_eq!(max_output_bytes(64 << 20), HOSTCALL_BYTES as u64);
+    }
+
+    #[test]
+    fn shape_ceilings_past_the_engines_are_refused() {
+        let max_payload = jobbox::NATS_MAX_PAYLOAD;
+        let widest = HandlerLimits {
+            instances: MAX_CORE_INSTANCES_PER_JOB as u32,
+            memories: MAX_MEMORIES_PER_JOB as u32,
+            tables: MAX_TABLES_PER_JOB as u32,
+            table_elements: MAX_TABLE_ELEMENTS as u64,
+            component_bytes: MAX_COMPONENT_BYTES as u64,
+            ..HandlerLimits::default()
+        };
+        assert!(check_limits(&widest, max_payload).is_ok());
+        type Raise = fn(&mut HandlerLimits);
+        let over: [(&str, Raise); 5] = [
+            ("core instances", |l| l.instances += 1),
+            ("memories", |l| l.memories += 1),
+            ("tables", |l| l.tables += 1),
+            ("table elements", |l| l.table_elements += 1),
+            ("component bytes", |l| l.component_bytes += 1),
+        ];
+        for (what, raise) in over {
+            let mut limits = widest;
+            raise(&mut limits);
+            let error = check_limits(&limits, max_payload).expect_err(what);
+            assert!(error.to_string().contains(what), "{error}");
+        }
+        // The defaults fit every engine.
+        assert!(check_shape_limits(&HandlerLimits::default()).is_ok());
     }
 }

@@ -13,7 +13,12 @@ use super::cache::{CacheError, CacheStats, CompileCache};
 use crate::sandbox::{Failure, Handler, Sandbox};
 
 /// Longest a handler may take to compile on a worker before it is refused.
-pub const COMPILE_TIMEOUT: Duration = Duration::from_secs(60);
+///
+/// An interpreter's component is large: the Python word-count example (19 MB) takes
+/// about 30 s in a debug build with a core to itself, and a worker that starts with
+/// several such routes compiles them at once. A compile runs in the background and
+/// delays only jobs of its own type, so the cap is generous: 5 minutes.
+pub const COMPILE_TIMEOUT: Duration = Duration::from_secs(300);
 
 type Slot = Arc<OnceCell<Handler>>;
 

@@ -8,11 +8,14 @@ use super::Sandbox;
 use super::bindings::HandlerWorldPre;
 use super::state::JobState;
 
-/// The largest `.wasm` a worker will compile, in bytes.
+/// The largest `.wasm` a worker will compile, in bytes, whatever the route says.
 ///
-/// Compilation is not bounded by wasmtime's security model, so uploads are capped:
-/// 32 MiB is several times a large Rust handler (most are well under 5 MiB).
-pub const MAX_COMPONENT_BYTES: usize = 32 * 1024 * 1024;
+/// Compilation is not bounded by wasmtime's security model, so uploads are capped.
+/// Each route has its own, smaller ceiling (`HandlerLimits::component_bytes`, default
+/// 64 MiB), checked at deploy; this is the most a route may set. 128 MiB holds an
+/// interpreter with a good number of dependencies (a Python word count is 19 MB, most
+/// Rust handlers well under 5 MiB).
+pub const MAX_COMPONENT_BYTES: usize = 128 * 1024 * 1024;
 
 /// The `handler` interface a component must export, with the version this host speaks.
 pub const HANDLER_INTERFACE: &str = "jobbox:handler/handler@0.1.0";

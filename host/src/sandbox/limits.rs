@@ -1,9 +1,11 @@
 //! Engine-wide sandbox bounds: the limits that are the same for every job a worker runs.
 //!
-//! Per-job limits (fuel, memory, wall clock, output and log sizes) live in
+//! Per-job limits (fuel, memory, wall clock, output and log sizes, and the component's
+//! shape: core instances, memories, tables, table elements, size) live in
 //! [`jobbox::HandlerLimits`]: their ceilings are set per job type at deploy time and a
 //! job may ask for less. The bounds here protect the worker itself and are fixed when
-//! the engine is built.
+//! the engine is built; where a route sets a ceiling of its own, the bound here is the
+//! most any route may set (a deploy refuses more).
 
 use std::time::Duration;
 
@@ -22,8 +24,11 @@ pub const HOST_CALL_GRACE: Duration = Duration::from_millis(50);
 
 /// Deepest wasm stack a guest may use.
 ///
-/// Rust guests rarely need more than a few hundred KiB; deep recursion past this traps
-/// as `stack_overflow`. It must stay well below [`ASYNC_STACK_BYTES`], or a stack
+/// Engine-wide: wasmtime sets it per engine, not per store. Rust guests rarely need
+/// more than a few hundred KiB; CPython and SpiderMonkey stop deep recursion
+/// themselves well inside this bound (Python's `RecursionError` at its default depth
+/// of 1,000, JavaScript's `InternalError: too much recursion`). Deep recursion past it
+/// traps as `stack_overflow`. It must stay well below [`ASYNC_STACK_BYTES`], or a stack
 /// overflow could run off the fiber's stack into host memory.
 pub const MAX_WASM_STACK_BYTES: usize = 512 * 1024;
 
@@ -33,23 +38,34 @@ pub const MAX_WASM_STACK_BYTES: usize = 512 * 1024;
 /// component ABI) on top of the deepest guest stack.
 pub const ASYNC_STACK_BYTES: usize = 2 * 1024 * 1024;
 
-/// Most elements any one table may have.
+/// Most elements any one table may have, on any route.
 ///
-/// Rust components use a few hundred function-table entries; 20,000 leaves room for
-/// large programs while bounding a guest that grows tables on purpose (8 bytes each).
+/// A route sets its own ceiling (`HandlerLimits::table_elements`, default 20,000:
+/// Rust components use a few hundred function-table entries, Python ones about 5,700,
+/// JavaScript ones about 7,700); each job's store enforces it. This is the most a
+/// route may set, and what the pool sizes each table slot for: 100,000 elements are
+/// 800 KB of address space per slot, reserved, touched only as far as a job uses it.
 /// (No test guest grows a table: `table.grow` cannot be written in stable Rust.)
-pub const MAX_TABLE_ELEMENTS: usize = 20_000;
+pub const MAX_TABLE_ELEMENTS: usize = 100_000;
 
-/// Most core instances one job's component may create.
+/// Most core instances one job's component may create, on any route.
 ///
-/// A component built by `cargo build --target wasm32-wasip2` instantiates a handful
-/// of core modules (the program plus canonical-ABI shims).
-pub const MAX_CORE_INSTANCES_PER_JOB: usize = 32;
+/// A route sets its own ceiling (`HandlerLimits::instances`, default 32); each job's
+/// store enforces it. A Rust component instantiates a handful of core modules, a
+/// Python one (componentize-py) about 14, one per shared library of the interpreter,
+/// and every native extension module adds one: 128 leaves room for those. Instances
+/// are not reserved in advance, so the bound costs nothing until used.
+pub const MAX_CORE_INSTANCES_PER_JOB: usize = 128;
 
-/// Most tables one job may have in total.
+/// Most tables one job may have in total, on any route (each route sets its own
+/// ceiling, `HandlerLimits::tables`, default 16). Every table slot of the pool is
+/// reserved up front, so this stays small.
 pub const MAX_TABLES_PER_JOB: usize = 16;
 
-/// Most linear memories one job may have in total.
+/// Most linear memories one job may have in total, on any route (each route sets
+/// its own ceiling, `HandlerLimits::memories`, default 4). Rust, Python and
+/// JavaScript components have one memory each. Every memory slot of the pool
+/// reserves address space for the largest memory a job may have, so this stays small.
 pub const MAX_MEMORIES_PER_JOB: usize = 4;
 
 /// Most bytes a guest may pass into the host in a single call (a log line, a progress

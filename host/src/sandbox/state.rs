@@ -54,13 +54,36 @@ pub struct MemoryLimitExceeded {
     pub limit: u64,
 }
 
-/// Linear-memory and table accounting for one job.
+/// Linear-memory and table accounting for one job, and its route's ceilings on the
+/// component's shape (instances, memories, tables), each capped by the engine's.
 #[derive(Debug)]
 pub struct JobLimiter {
     memory_limit: u64,
     memory_total: u64,
     /// Most linear memory the job had at any point, in bytes.
     pub peak_memory: u64,
+    instances: usize,
+    memories: usize,
+    tables: usize,
+    table_elements: usize,
+}
+
+impl JobLimiter {
+    /// The limiter for a job under `limits`: a route's ceiling above the engine's
+    /// bound (which a deploy refuses, but an old route may carry) is lowered to it.
+    fn new(limits: &HandlerLimits) -> Self {
+        let capped =
+            |route: u64, engine: usize| usize::try_from(route).map_or(engine, |r| r.min(engine));
+        Self {
+            memory_limit: limits.memory_bytes,
+            memory_total: 0,
+            peak_memory: 0,
+            instances: capped(limits.instances.into(), MAX_CORE_INSTANCES_PER_JOB),
+            memories: capped(limits.memories.into(), MAX_MEMORIES_PER_JOB),
+            tables: capped(limits.tables.into(), MAX_TABLES_PER_JOB),
+            table_elements: capped(limits.table_elements, MAX_TABLE_ELEMENTS),
+        }
+    }
 }
 
 impl wasmtime::ResourceLimiter for JobLimiter {
@@ -88,19 +111,19 @@ impl wasmtime::ResourceLimiter for JobLimiter {
         desired: usize,
         _maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
-        Ok(desired <= MAX_TABLE_ELEMENTS)
+        Ok(desired <= self.table_elements)
     }
 
     fn instances(&self) -> usize {
-        MAX_CORE_INSTANCES_PER_JOB
+        self.instances
     }
 
     fn tables(&self) -> usize {
-        MAX_TABLES_PER_JOB
+        self.tables
     }
 
     fn memories(&self) -> usize {
-        MAX_MEMORIES_PER_JOB
+        self.memories
     }
 }
 
@@ -198,11 +221,7 @@ impl JobState {
         let state = Self {
             wasi,
             table: ResourceTable::new(),
-            limiter: JobLimiter {
-                memory_limit: limits.memory_bytes,
-                memory_total: 0,
-                peak_memory: 0,
-            },
+            limiter: JobLimiter::new(&limits),
             limits,
             log: JobLog::default(),
             progress: ProgressSink {

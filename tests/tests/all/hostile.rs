@@ -3,6 +3,8 @@
 //! the same worker completes a normal job right after it. Also: 1,000 hostile jobs
 //! in a row leave the worker's memory bounded, deploys refuse what a worker must not
 //! run without touching the route, and how far past its deadline a job can run.
+//! Python guests (`tests/guests-py/`) that loop, allocate and raise are classified as
+//! their Rust counterparts are.
 //!
 //! Complements `bad_input` (the basic failure classes through the worker) and
 //! `sandbox` (the same guests without NATS).
@@ -20,7 +22,9 @@ use jobbox_host::registry::{DeployError, DeployOptions, deploy};
 use jobbox_host::sandbox::limits::{HOSTCALL_BYTES, MAX_LOG_LINE_BYTES, PROGRESS_INTERVAL};
 use jobbox_host::sandbox::{EngineConfig, JobControl, MAX_COMPONENT_BYTES, Sandbox};
 use jobbox_host::worker::WorkerConfig;
-use jobbox_tests::{NatsServer, RunningWorker, brief, deploy_guest_with, guests, wait_result};
+use jobbox_tests::{
+    NatsServer, RunningWorker, brief, components, deploy_guest_with, guests, wait_result,
+};
 use serde_json::{Value, json};
 
 const QUEUE: &str = "hostile";
@@ -65,6 +69,11 @@ async fn start(concurrency: u32, routes: &[RouteSpec<'_>]) -> (NatsServer, Clien
 /// by this module's tests (under the test binary's target directory): each guest is
 /// compiled by a worker once per build of the tests, not once per test.
 async fn start_worker(server: &NatsServer, concurrency: u32) -> RunningWorker {
+    RunningWorker::start(&server.url(), worker_config(concurrency)).await
+}
+
+/// The configuration [`start_worker`] starts a worker with.
+fn worker_config(concurrency: u32) -> WorkerConfig {
     let exe = std::env::current_exe().expect("current exe");
     let target_profile_dir = exe
         .parent()
@@ -75,12 +84,16 @@ async fn start_worker(server: &NatsServer, concurrency: u32) -> RunningWorker {
     config.ack_wait = Duration::from_secs(5);
     config.shutdown_grace = Duration::from_secs(10);
     config.cache_dir = Some(target_profile_dir.join("hostile-compile-cache"));
-    RunningWorker::start(&server.url(), config).await
+    config
 }
 
 async fn run_job(client: &Client, job: &Job) -> JobResult {
+    run_job_within(client, job, RESULT_WAIT).await
+}
+
+async fn run_job_within(client: &Client, job: &Job, wait: Duration) -> JobResult {
     client.enqueue(job).await.expect("enqueue");
-    wait_result(client, &job.id, RESULT_WAIT).await
+    wait_result(client, &job.id, wait).await
 }
 
 fn job(job_type: &str, payload: &Value) -> Job {
@@ -791,6 +804,7 @@ impl Victim {
                 DeployError::Invalid(_)
                     | DeployError::BadLimits(_)
                     | DeployError::MemoryMinimum { .. }
+                    | DeployError::ComponentTooLarge { .. }
             ),
             "{case}: {error:?}"
         );
@@ -881,6 +895,38 @@ async fn refused_deploys_leave_the_route_untouched() {
         )
         .await;
     let echo = read(guests::ECHO);
+    // Over the route's own ceiling, far under the workers' bound.
+    let small_ceiling = DeployOptions {
+        limits: HandlerLimits {
+            component_bytes: echo.len() as u64 - 1,
+            ..HandlerLimits::default()
+        },
+        ..v2()
+    };
+    victim
+        .refuse(
+            "over the route's component ceiling",
+            echo.clone(),
+            small_ceiling,
+            &["over the route's ceiling", "--max-component"],
+        )
+        .await;
+    // A route ceiling past what workers allow.
+    let too_wide = DeployOptions {
+        limits: HandlerLimits {
+            instances: 10_000,
+            ..HandlerLimits::default()
+        },
+        ..v2()
+    };
+    victim
+        .refuse(
+            "more instances than workers allow",
+            echo.clone(),
+            too_wide,
+            &["10000 core instances", "workers allow"],
+        )
+        .await;
     victim
         .refuse(
             "truncated component",
@@ -1099,4 +1145,81 @@ async fn deadline_overshoot_is_measured() {
              min {min:.1?}, median {median:.1?}, max {max:.1?}"
         );
     }
+}
+
+/// Longest a deploy may compile a Python guest: about 19 MB of interpreter, which a
+/// debug build on a loaded machine compiles far slower than the default 30 s cap.
+const PYTHON_COMPILE_CAP: Duration = Duration::from_secs(600);
+
+/// Python guests that loop, allocate without bound and raise end exactly as the Rust
+/// `spin`, `memory-bomb` and `panic` guests do: out of fuel, over the memory limit, a
+/// trap; each final at once. The raise is named in the message and the job's log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_guests_fail_as_rust_ones_do() {
+    let server = NatsServer::start();
+    let client = Client::connect(&server.url()).await.expect("connect");
+    deploy_limited(&client, "echo", guests::ECHO, HandlerLimits::default()).await;
+    let cases = [
+        ("spin", guests::SPIN, ErrorType::OutOfFuel),
+        ("memory-bomb", guests::MEMORY_BOMB, ErrorType::MemoryLimit),
+        ("raise", guests::PANIC, ErrorType::Trap),
+    ];
+    for (name, rust_guest, _) in cases {
+        let wasm = read(&components::python_guest(name));
+        DeployOptions::default()
+            .deploy_with_compile_timeout(&client, &format!("py-{name}"), wasm, PYTHON_COMPILE_CAP)
+            .await
+            .unwrap_or_else(|e| panic!("deploy py-{name}: {e}"));
+        deploy_limited(
+            &client,
+            &format!("rust-{name}"),
+            rust_guest,
+            HandlerLimits::default(),
+        )
+        .await;
+    }
+    // The module's worker, with time for three interpreters' first compile: a job
+    // waiting for its handler must be neither delivered twice nor given up on.
+    let mut config = worker_config(2);
+    config.ack_wait = Duration::from_secs(120);
+    let worker = RunningWorker::start(&server.url(), config).await;
+    // Fuel for a few seconds of looping, not the default's minutes in a debug build.
+    let fuel = JobLimits {
+        fuel: Some(200_000_000),
+        ..JobLimits::default()
+    };
+    for (name, _, expected) in cases {
+        let ours = run_job_within(
+            &client,
+            &job(&format!("py-{name}"), &json!({})).limits(fuel),
+            PYTHON_COMPILE_CAP,
+        )
+        .await;
+        let rust = run_job_within(
+            &client,
+            &job(&format!("rust-{name}"), &json!({})).limits(fuel),
+            PYTHON_COMPILE_CAP,
+        )
+        .await;
+        assert_failed(&ours, &format!("py-{name}"), expected);
+        assert_failed(&rust, &format!("rust-{name}"), expected);
+        assert_echo_still_works(&client).await;
+        if name == "raise" {
+            let message = "uncaught exception: ValueError: guest-raise: deliberate";
+            assert_eq!(ours.error.as_deref(), Some(message), "{}", brief(&ours));
+            let logged = ours
+                .logs
+                .iter()
+                .any(|l| l.level == jobbox::LogLevel::Error && l.message.starts_with(message));
+            assert!(logged, "the helper logs the exception: {:?}", ours.logs);
+            let traceback = ours.traceback.as_deref().unwrap_or_default();
+            assert!(
+                traceback.contains("Traceback (most recent call last):"),
+                "{traceback}"
+            );
+            let rust_error = rust.error.as_deref().unwrap_or_default();
+            assert!(rust_error.starts_with("guest panicked: "), "{rust_error}");
+        }
+    }
+    worker.stop().await;
 }

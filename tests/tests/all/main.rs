@@ -8,6 +8,8 @@
 //! - `bad_input`: bad messages, unknown job types, hostile guests through the worker.
 //! - `hostile`: the hostile-guest suite, resource bounds, deploy-time validation.
 //! - `hot_swap`: handler versions, hot swap, rollback, pinning, the compile cache.
+//! - `languages`: Python and JavaScript handlers (componentize-py, componentize-js)
+//!   deployed and run through a worker, their output and failures as Rust ones'.
 //! - `lifecycle`: retries, dead letters, job state, priorities, delays, cancellation,
 //!   heartbeats, stats, shutdown.
 //! - `metrics`: the worker's Prometheus metrics after known jobs.
@@ -31,6 +33,7 @@ mod dashboard;
 mod faults;
 mod hostile;
 mod hot_swap;
+mod languages;
 mod lifecycle;
 mod metrics;
 mod poison;
