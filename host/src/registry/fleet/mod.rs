@@ -134,6 +134,7 @@ pub struct FleetArtifacts {
     key: Arc<FleetKey>,
     engine_id: String,
     worker_id: String,
+    claim_bound: Option<Duration>,
     counters: Arc<Counters>,
 }
 
@@ -165,8 +166,18 @@ impl FleetArtifacts {
             key: Arc::new(key),
             engine_id: engine_id(engine),
             worker_id,
+            claim_bound: None,
             counters: Arc::default(),
         }
+    }
+
+    /// How long another worker's compile claim counts as live and is waited for,
+    /// instead of the compile cap of the component plus [`CLAIM_GRACE`]. Past it a
+    /// worker compiles (and shares) on its own.
+    #[must_use]
+    pub fn with_claim_bound(mut self, bound: Duration) -> Self {
+        self.claim_bound = Some(bound);
+        self
     }
 
     /// The engine id in this worker's artifact names.
@@ -210,20 +221,26 @@ impl FleetArtifacts {
         let Some(name) = self.name_of(digest) else {
             return compile().await;
         };
-        let bound = compile_cap(wasm_size) + CLAIM_GRACE;
+        let bound = self
+            .claim_bound
+            .unwrap_or_else(|| compile_cap(wasm_size) + CLAIM_GRACE);
         let deadline = Instant::now() + bound;
         let mut waited = false;
         for round in 0..MAX_ROUNDS {
-            match self.fetch(sandbox, digest, &name).await {
+            let refused = match self.fetch(sandbox, digest, &name).await {
                 Fetched::Hit(handler) => {
                     if waited {
                         bump(&self.counters.waited);
                     }
                     return Ok(handler);
                 }
-                Fetched::Missing | Fetched::Refused => {}
-            }
-            match self.claim(&name, bound, round).await {
+                Fetched::Missing => false,
+                Fetched::Refused => true,
+            };
+            // A done claim with nothing read yet may have just landed: read again
+            // once. One whose artifact was refused is taken over at once.
+            let reread_done = round == 0 && !refused;
+            match self.claim(&name, bound, reread_done).await {
                 Claimed::Mine(revision) => {
                     return self.compile_and_share(&name, Some(revision), compile).await;
                 }
@@ -292,7 +309,7 @@ impl FleetArtifacts {
     }
 
     /// Claims the compile of `name`, or says who has it.
-    async fn claim(&self, name: &str, stale_after: Duration, round: u32) -> Claimed {
+    async fn claim(&self, name: &str, stale_after: Duration, reread_done: bool) -> Claimed {
         let compiles = &self.client.layout().compiles;
         let mine = match encode_claim(&self.worker_id, ClaimState::Compiling) {
             Ok(mine) => mine,
@@ -320,9 +337,7 @@ impl FleetArtifacts {
         let stale = age > i64::try_from(stale_after.as_secs()).unwrap_or(i64::MAX);
         match claim.map(|claim| claim.state) {
             Some(ClaimState::Compiling) if !stale => return Claimed::Theirs(entry.revision),
-            // Done, yet no usable artifact was read: it may have landed just after the
-            // read, so read once more before compiling again.
-            Some(ClaimState::Done) if round == 0 => return Claimed::Again,
+            Some(ClaimState::Done) if reread_done => return Claimed::Again,
             _ => {}
         }
         match compiles.update(name, mine, entry.revision).await {
