@@ -18,6 +18,7 @@
 //! | compiled handlers shared by a fleet | object store | [`ARTIFACTS_BUCKET`], object = [`artifact_name`] |
 //! | compile claims | KV with TTL | [`COMPILES_BUCKET`], key = [`artifact_name`] |
 //! | compile requests (deploy → a worker) | request/reply, queue group | [`COMPILE_SUBJECT`], [`COMPILE_QUEUE_GROUP`] |
+//! | preload requests (deploy → every worker) | request, many replies | [`PRELOAD_SUBJECT`] |
 
 use crate::model::JobEventType;
 
@@ -61,6 +62,9 @@ pub const COMPILES_BUCKET: &str = "jobbox_compiles";
 pub const COMPILE_SUBJECT: &str = "jobbox.compile";
 /// Queue group of the workers answering [`COMPILE_SUBJECT`]: one answers each request.
 pub const COMPILE_QUEUE_GROUP: &str = "jobbox-compilers";
+/// Subject a deploy asks every worker on to load a handler the fleet has compiled,
+/// before its route changes (each worker holding the fleet key answers).
+pub const PRELOAD_SUBJECT: &str = "jobbox.preload";
 
 /// The work-queue stream that keeps the server's MAX_DELIVERIES advisories for the
 /// jobs stream: each names a job message the server stopped delivering because it

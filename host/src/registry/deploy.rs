@@ -284,10 +284,18 @@ const COMPILER_STACK_BYTES: usize = 8 << 20;
 async fn share_with_fleet(client: &Client, digest: &str, wasm_size: usize) {
     let started = std::time::Instant::now();
     match fleet::requests::request_compile(client, digest, wasm_size).await {
-        FleetCompile::Shared(artifact) => tracing::info!(
-            %digest, %artifact, elapsed_ms = started.elapsed().as_millis() as u64,
-            "the fleet compiled the handler before the route changed"
-        ),
+        FleetCompile::Shared(artifact) => {
+            tracing::info!(
+                %digest, %artifact, elapsed_ms = started.elapsed().as_millis() as u64,
+                "the fleet compiled the handler"
+            );
+            let started = std::time::Instant::now();
+            let (ready, live) = fleet::requests::preload(client, digest).await;
+            tracing::info!(
+                %digest, ready, live, elapsed_ms = started.elapsed().as_millis() as u64,
+                "workers preloaded the handler before the route changed"
+            );
+        }
         FleetCompile::NoFleet => {
             tracing::debug!(%digest, "no worker shares compiled handlers; each compiles its own");
         }

@@ -123,10 +123,27 @@ async fn a_deploy_is_compiled_once_by_the_fleet_before_its_route_changes() {
         addrs.push(addr);
     }
 
+    // The deploy asks as many workers to preload as there are heartbeats.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while client.workers().await.expect("workers").len() < 2 {
+        assert!(Instant::now() < deadline, "the workers never heartbeat");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
     let wasm = read(guests::ECHO);
     let route = deploy(&client, "echo", wasm.clone(), Default::default())
         .await
         .expect("deploys");
+    // Before the route changed, both workers held the handler: one compiled it for
+    // the deploy, the other preloaded the artifact.
+    let held: f64 = addrs
+        .iter()
+        .map(|addr| {
+            let samples = parse_metrics(&get(addr, "/metrics").body);
+            loads(&samples, "compiled") + loads(&samples, "fleet")
+        })
+        .sum();
+    assert_eq!(held, 2.0);
     // By the time the route changed, the fleet had stored the sealed artifact.
     let name = artifact_name(&route.digest);
     let sealed = read_artifact(&client, &name)

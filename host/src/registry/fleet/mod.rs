@@ -406,13 +406,18 @@ impl FleetArtifacts {
         compiled
     }
 
+    /// Whether the fleet holds an artifact named `name` (not checked: a load does).
+    pub async fn has_artifact(&self, name: &str) -> bool {
+        self.client.layout().artifacts.info(name).await.is_ok()
+    }
+
     /// Makes sure the fleet has an artifact of `handler` (stores one if there is
     /// none); returns its name.
     pub async fn ensure_shared(&self, handler: &Handler) -> Result<String, String> {
         let name = self
             .name_of(handler.digest())
             .ok_or_else(|| "invalid digest".to_string())?;
-        if self.client.layout().artifacts.info(&name).await.is_ok() {
+        if self.has_artifact(&name).await {
             return Ok(name);
         }
         match self.publish(&name, handler).await {

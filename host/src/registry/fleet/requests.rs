@@ -7,8 +7,16 @@
 //! artifact for its engine is stored (it compiles it, or finds it). The deploy never
 //! touches artifacts itself. With no such worker the request fails at once (no
 //! responders) and the deploy goes on: workers then compile on their own.
+//!
+//! Once a worker has shared the artifact, the deploy asks every worker to preload it
+//! ([`nats::PRELOAD_SUBJECT`]): each worker holding the key loads it from the fleet's
+//! artifact (never compiling for this; a worker of another engine answers at once)
+//! and answers. The deploy waits for as many answers as there are live workers, at
+//! most [`PRELOAD_WAIT`], so that when the route changes every worker already holds
+//! the new handler and its first job starts without loading anything.
 
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 use async_nats::RequestErrorKind;
 use futures::StreamExt as _;
 use jobbox::{Client, nats};
@@ -25,7 +33,12 @@ use crate::registry::loader::HandlerLoader;
 /// compile is itself parallel.
 const CONCURRENT_REQUESTS: usize = 1;
 
-/// A compile request.
+/// Longest a deploy waits for the fleet to preload a handler it compiled: a load
+/// from the fleet's artifact takes well under a second; a worker that does not answer
+/// (no fleet key, gone) costs the deploy this much once.
+pub const PRELOAD_WAIT: Duration = Duration::from_secs(5);
+
+/// A compile or preload request.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct CompileRequest {
     digest: String,
@@ -89,18 +102,66 @@ pub async fn request_compile(client: &Client, digest: &str, wasm_size: usize) ->
     }
 }
 
-/// Answers compile requests with `loader` (which must have a fleet store) until
-/// `shutdown`. Returns once subscribed.
+/// Asks every worker to preload `digest` from the fleet's artifact, and waits for as
+/// many answers as there are live workers, at most [`PRELOAD_WAIT`]. Returns
+/// (workers that hold it now, live workers).
+pub async fn preload(client: &Client, digest: &str) -> (usize, usize) {
+    let live = client.workers().await.map_or(0, |workers| workers.len());
+    let Ok(payload) = serde_json::to_vec(&CompileRequest {
+        digest: digest.to_string(),
+    }) else {
+        return (0, live);
+    };
+    let inbox = client.nats().new_inbox();
+    let Ok(mut answers) = client.nats().subscribe(inbox.clone()).await else {
+        return (0, live);
+    };
+    if client
+        .nats()
+        .publish_with_reply(nats::PRELOAD_SUBJECT, inbox, payload.into())
+        .await
+        .is_err()
+    {
+        return (0, live);
+    }
+    let deadline = Instant::now() + PRELOAD_WAIT;
+    let (mut answered, mut ready) = (0, 0);
+    while answered < live {
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        match tokio::time::timeout(remaining, answers.next()).await {
+            Ok(Some(answer)) => {
+                answered += 1;
+                if serde_json::from_slice::<CompileReply>(&answer.payload)
+                    .is_ok_and(|reply| reply.artifact.is_some())
+                {
+                    ready += 1;
+                }
+            }
+            Ok(None) | Err(_) => break,
+        }
+    }
+    let _ = answers.unsubscribe().await;
+    (ready, live)
+}
+
+/// Answers compile and preload requests with `loader` (which must have a fleet
+/// store) until `shutdown`. Returns once subscribed.
 pub async fn serve(
     client: Client,
     loader: HandlerLoader,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
+    let preloads = client
+        .nats()
+        .subscribe(nats::PRELOAD_SUBJECT)
+        .await
+        .map_err(|e| anyhow::anyhow!("failed to subscribe to preload requests: {e}"))?;
     let mut requests = client
         .nats()
         .queue_subscribe(nats::COMPILE_SUBJECT, nats::COMPILE_QUEUE_GROUP.into())
         .await
         .map_err(|e| anyhow::anyhow!("failed to subscribe to compile requests: {e}"))?;
+    serve_preloads(client.clone(), loader.clone(), preloads, shutdown.clone());
     let slots = Arc::new(Semaphore::new(CONCURRENT_REQUESTS));
     tokio::spawn(async move {
         loop {
@@ -127,6 +188,68 @@ pub async fn serve(
         let _ = requests.unsubscribe().await;
     });
     Ok(())
+}
+
+/// Answers preload requests: loads from the fleet's artifact only, one at a time.
+fn serve_preloads(
+    client: Client,
+    loader: HandlerLoader,
+    mut preloads: async_nats::Subscriber,
+    shutdown: CancellationToken,
+) {
+    tokio::spawn(async move {
+        let slots = Arc::new(Semaphore::new(CONCURRENT_REQUESTS));
+        loop {
+            let message = tokio::select! {
+                () = shutdown.cancelled() => break,
+                message = preloads.next() => message,
+            };
+            let Some(message) = message else { break };
+            let Some(reply_to) = message.reply.clone() else {
+                continue;
+            };
+            let (client, loader, slots) = (client.clone(), loader.clone(), Arc::clone(&slots));
+            tokio::spawn(async move {
+                let Ok(_slot) = slots.acquire_owned().await else {
+                    return;
+                };
+                let reply = Box::pin(answer_preload(&loader, &message.payload)).await;
+                let body = serde_json::to_vec(&reply).unwrap_or_default();
+                if let Err(e) = client.nats().publish(reply_to, body.into()).await {
+                    tracing::warn!(error = %e, "failed to answer a preload request");
+                }
+            });
+        }
+        let _ = preloads.unsubscribe().await;
+    });
+}
+
+/// The answer to one preload request: the handler loaded, if the fleet has an
+/// artifact of it for this worker's engine (nothing is compiled for a preload).
+async fn answer_preload(loader: &HandlerLoader, payload: &[u8]) -> CompileReply {
+    let failed = |error: &str| CompileReply {
+        artifact: None,
+        error: Some(error.to_string()),
+    };
+    let Ok(request) = serde_json::from_slice::<CompileRequest>(payload) else {
+        return failed("not a preload request");
+    };
+    let Some(fleet) = loader.fleet() else {
+        return failed("this worker shares no artifacts");
+    };
+    let Some(name) = fleet.name_of(&request.digest) else {
+        return failed("invalid digest");
+    };
+    if !fleet.has_artifact(&name).await {
+        return failed("no artifact for this worker's engine");
+    }
+    match loader.load(&request.digest).await {
+        Ok(_) => CompileReply {
+            artifact: Some(name),
+            error: None,
+        },
+        Err(failure) => failed(&failure.to_string()),
+    }
 }
 
 /// The answer to one request: load (from the fleet, or compile and share) and name
