@@ -150,7 +150,7 @@ pub async fn run(args: HandlerArgs, output: Output) -> anyhow::Result<ExitCode> 
                 compile_timeout,
             ))
             .await
-                .with_context(|| format!("failed to deploy {}", deploy_args.wasm.display()))?;
+            .with_context(|| format!("failed to deploy {}", deploy_args.wasm.display()))?;
             match output {
                 Output::Json => outln!("{}", serde_json::to_string(&route)?),
                 Output::Text => outln!(

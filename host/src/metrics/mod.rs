@@ -376,7 +376,10 @@ impl Metrics {
                 ("fleet", now.loads_from_fleet),
                 ("compiled", now.loads_compiled),
             ] {
-                advance(&self.handler_loads.get_or_create(&LoadSource { source }), total);
+                advance(
+                    &self.handler_loads.get_or_create(&LoadSource { source }),
+                    total,
+                );
             }
             advance(&self.artifacts_refused, now.artifacts_refused);
             advance(&self.artifacts_published, now.artifacts_published);

@@ -4,8 +4,8 @@
 
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex, PoisonError};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use jobbox::{Client, ClientError, ErrorType};
@@ -140,7 +140,9 @@ impl HandlerLoader {
             Some(fleet) => {
                 let size = self.stored_size(digest).await;
                 fleet
-                    .load(&self.sandbox, digest, size, || self.fetch_and_compile(digest))
+                    .load(&self.sandbox, digest, size, || {
+                        self.fetch_and_compile(digest)
+                    })
                     .await?
             }
             None => self.fetch_and_compile(digest).await?,

@@ -28,11 +28,11 @@ use jobbox::{Client, ErrorType, Route};
 use serde::Serialize;
 
 pub use cache::{CacheError, CacheStats, CompileCache, default_cache_dir, engine_key};
+pub use cap::{COMPILE_CAP_BASE, COMPILE_CAP_PER_MIB, compile_cap};
 pub use deploy::{
     DEPLOY_COMPILE_TIMEOUT, DeployError, DeployOptions, RESULT_ENVELOPE_BYTES, deploy,
     max_output_bytes,
 };
-pub use cap::{COMPILE_CAP_BASE, COMPILE_CAP_PER_MIB, compile_cap};
 pub use fleet::{FleetArtifacts, FleetKey, FleetStats};
 pub use loader::{HandlerLoader, WORKER_COMPILE_MARGIN};
 pub use memory::memory_minimum;

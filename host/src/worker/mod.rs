@@ -200,6 +200,13 @@ pub struct Worker {
 impl Worker {
     /// Builds the sandbox, loads the current routes and prepares the consumers.
     pub async fn new(client: Client, config: WorkerConfig) -> anyhow::Result<Self> {
+        // Boxed: the whole setup is a future of ~90 KB in a debug build, and a
+        // caller's own future (a test's body, polled on a 2 MiB thread stack) would
+        // otherwise hold it inline, once per call.
+        Box::pin(Self::build(client, config)).await
+    }
+
+    async fn build(client: Client, config: WorkerConfig) -> anyhow::Result<Self> {
         anyhow::ensure!(
             !config.queues.is_empty(),
             "a worker needs at least one queue"

@@ -200,7 +200,10 @@ async fn workers_loading_one_new_digest_at_once_compile_it_once() {
         (compiled, hits, published),
         (1, 2, 1),
         "{:?}",
-        loaders.iter().map(HandlerLoader::fleet_stats).collect::<Vec<_>>()
+        loaders
+            .iter()
+            .map(HandlerLoader::fleet_stats)
+            .collect::<Vec<_>>()
     );
 }
 
@@ -227,7 +230,12 @@ async fn refused_and_replaced(case: &str, bad: impl AsyncFnOnce(&Client, &[u8]) 
     let handler = second.load(&digest).await.expect("compiles instead");
     let stats = second.fleet_stats();
     assert_eq!(
-        (stats.refused, stats.hits, second.compiled(), stats.published),
+        (
+            stats.refused,
+            stats.hits,
+            second.compiled(),
+            stats.published
+        ),
         (1, 0, 1, 1),
         "{case}: {stats:?}"
     );
@@ -332,10 +340,7 @@ async fn a_claim_that_never_finishes_is_waited_for_a_bounded_time_only() {
         .with_claim_bound(Duration::from_secs(2));
     let loader = HandlerLoader::new(client.clone(), sandbox).with_fleet(fleet);
     let handler = loader.load(&digest).await.expect("loads after the bound");
-    assert_eq!(
-        (loader.compiled(), loader.fleet_stats().published),
-        (1, 1)
-    );
+    assert_eq!((loader.compiled(), loader.fleet_stats().published), (1, 1));
     assert_eq!(run_echo(&loader, &handler).await, br#"{"shared":true}"#);
 
     // A claim marked done with no artifact behind it is taken over at once.
@@ -343,8 +348,8 @@ async fn a_claim_that_never_finishes_is_waited_for_a_bounded_time_only() {
         .put_handler(&read(guests::ECHO_V2))
         .await
         .expect("store");
-    let done = jobbox::wire::encode(&json!({"worker_id": "ghost", "state": "done"}))
-        .expect("encodes");
+    let done =
+        jobbox::wire::encode(&json!({"worker_id": "ghost", "state": "done"})).expect("encodes");
     client
         .layout()
         .compiles
@@ -352,10 +357,7 @@ async fn a_claim_that_never_finishes_is_waited_for_a_bounded_time_only() {
         .await
         .expect("claim");
     loader.load(&digest).await.expect("loads");
-    assert_eq!(
-        (loader.compiled(), loader.fleet_stats().published),
-        (2, 2)
-    );
+    assert_eq!((loader.compiled(), loader.fleet_stats().published), (2, 2));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -374,7 +376,10 @@ async fn without_a_fleet_key_nothing_is_shared() {
     client.enqueue(&job).await.expect("enqueue");
     let result = wait_result(&client, &job.id, Duration::from_secs(30)).await;
     assert_eq!(result.status, JobStatus::Completed, "{}", brief(&result));
-    assert_eq!(result.handler_digest.as_deref(), Some(route.digest.as_str()));
+    assert_eq!(
+        result.handler_digest.as_deref(),
+        Some(route.digest.as_str())
+    );
     assert!(artifact_names(&client).await.is_empty());
     let claims: Vec<String> = client
         .layout()

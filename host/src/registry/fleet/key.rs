@@ -130,7 +130,9 @@ mod tests {
     fn keys_are_hex_of_at_least_32_bytes() {
         let hex64 = "ab".repeat(32);
         assert_eq!(
-            FleetKey::parse(&format!("  {hex64}\n")).expect("parses").bytes(),
+            FleetKey::parse(&format!("  {hex64}\n"))
+                .expect("parses")
+                .bytes(),
             vec![0xab; 32]
         );
         assert!(FleetKey::parse(&"ab".repeat(31)).is_err());
@@ -149,8 +151,7 @@ mod tests {
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt as _;
-            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o640))
-                .expect("chmod");
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o640)).expect("chmod");
             let error = FleetKey::read(&path).expect_err("group-readable");
             assert!(error.to_string().contains("chmod 600"), "{error}");
         }

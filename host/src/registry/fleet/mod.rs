@@ -434,14 +434,18 @@ impl FleetArtifacts {
 
     /// Seals `handler`'s compiled code and stores it as `name`.
     async fn publish(&self, name: &str, handler: &Handler) -> anyhow::Result<()> {
-        let (key, name_owned, handler) =
-            (Arc::clone(&self.key), name.to_string(), handler.clone());
+        let (key, name_owned, handler) = (Arc::clone(&self.key), name.to_string(), handler.clone());
         let sealed = tokio::task::spawn_blocking(move || -> anyhow::Result<Vec<u8>> {
             let payload = handler
                 .component()
                 .serialize()
                 .map_err(|e| anyhow::anyhow!("failed to serialize the compiled handler: {e:#}"))?;
-            Ok(seal::seal(&key, &name_owned, handler.size() as u64, &payload))
+            Ok(seal::seal(
+                &key,
+                &name_owned,
+                handler.size() as u64,
+                &payload,
+            ))
         })
         .await
         .map_err(|e| anyhow::anyhow!("the sealing thread failed: {e}"))??;

@@ -15,12 +15,12 @@
 //! most [`PRELOAD_WAIT`], so that when the route changes every worker already holds
 //! the new handler and its first job starts without loading anything.
 
-use std::sync::Arc;
-use std::time::{Duration, Instant};
 use async_nats::RequestErrorKind;
 use futures::StreamExt as _;
 use jobbox::{Client, nats};
 use serde::{Deserialize, Serialize};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 

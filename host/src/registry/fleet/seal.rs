@@ -62,7 +62,9 @@ fn mac_of(key: &FleetKey, name: &str, wasm_size: u64, payload: &[u8]) -> HmacSha
 /// The sealed artifact `name` of `payload`, compiled from a `.wasm` of `wasm_size`
 /// bytes.
 pub fn seal(key: &FleetKey, name: &str, wasm_size: u64, payload: &[u8]) -> Vec<u8> {
-    let tag = mac_of(key, name, wasm_size, payload).finalize().into_bytes();
+    let tag = mac_of(key, name, wasm_size, payload)
+        .finalize()
+        .into_bytes();
     let mut sealed = Vec::with_capacity(HEADER_LEN + payload.len());
     sealed.extend_from_slice(MAGIC);
     sealed.extend_from_slice(&wasm_size.to_le_bytes());
@@ -119,11 +121,17 @@ mod tests {
             assert!(open(&key(1), "a.e", &bad).is_err(), "byte {at}");
         }
         for len in 0..sealed.len() {
-            assert!(open(&key(1), "a.e", &sealed[..len]).is_err(), "cut at {len}");
+            assert!(
+                open(&key(1), "a.e", &sealed[..len]).is_err(),
+                "cut at {len}"
+            );
         }
         let mut longer = sealed;
         longer.push(0);
         assert_eq!(open(&key(1), "a.e", &longer), Err(Refused::BadLength));
-        assert_eq!(open(&key(1), "a.e", b"\0asm\x0d\0\x01\0"), Err(Refused::NotSealed));
+        assert_eq!(
+            open(&key(1), "a.e", b"\0asm\x0d\0\x01\0"),
+            Err(Refused::NotSealed)
+        );
     }
 }
