@@ -311,9 +311,8 @@ impl FleetArtifacts {
     /// Claims the compile of `name`, or says who has it.
     async fn claim(&self, name: &str, stale_after: Duration, reread_done: bool) -> Claimed {
         let compiles = &self.client.layout().compiles;
-        let mine = match encode_claim(&self.worker_id, ClaimState::Compiling) {
-            Ok(mine) => mine,
-            Err(_) => return Claimed::Unavailable,
+        let Ok(mine) = encode_claim(&self.worker_id, ClaimState::Compiling) else {
+            return Claimed::Unavailable;
         };
         let entry = match compiles.entry(name).await {
             Ok(entry) => entry,
