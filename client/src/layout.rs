@@ -30,6 +30,12 @@ pub const WORKER_TTL: Duration = Duration::from_secs(15);
 /// Route history kept per job type (deploys you can roll back to).
 pub const ROUTE_HISTORY: i64 = 64;
 
+/// How long a compile claim lives: longer than any compile may take (the cap of the
+/// largest component), short enough that the bucket does not fill with old claims.
+/// A claim left by a dead worker is taken over well before this (see the worker's
+/// `registry::fleet`).
+pub const COMPILE_CLAIM_TTL: Duration = Duration::from_secs(3600);
+
 /// The most copies of a stream a NATS cluster keeps (JetStream's own limit).
 pub const MAX_REPLICAS: usize = 5;
 
@@ -65,6 +71,10 @@ pub struct Layout {
     pub batches: kv::Store,
     /// The handler object store.
     pub handlers: object_store::ObjectStore,
+    /// Compiled handlers shared by a fleet (written by workers holding the fleet key).
+    pub artifacts: object_store::ObjectStore,
+    /// Compile claims.
+    pub compiles: kv::Store,
 }
 
 impl std::fmt::Debug for Layout {
@@ -177,7 +187,21 @@ pub async fn ensure_with(js: &jetstream::Context, replicas: usize) -> Result<Lay
         workers: ensure_kv(js, kv(nats::WORKERS_BUCKET, 1, WORKER_TTL)).await?,
         schedules: ensure_kv(js, kv(nats::SCHEDULES_BUCKET, 1, Duration::ZERO)).await?,
         batches: ensure_kv(js, kv(nats::BATCHES_BUCKET, 1, Duration::ZERO)).await?,
-        handlers: ensure_object_store(js, nats::HANDLERS_BUCKET, replicas).await?,
+        compiles: ensure_kv(js, kv(nats::COMPILES_BUCKET, 1, COMPILE_CLAIM_TTL)).await?,
+        handlers: ensure_object_store(
+            js,
+            nats::HANDLERS_BUCKET,
+            "jobbox: handler components by digest",
+            replicas,
+        )
+        .await?,
+        artifacts: ensure_object_store(
+            js,
+            nats::ARTIFACTS_BUCKET,
+            "jobbox: compiled handlers, sealed under the fleet key (workers write them)",
+            replicas,
+        )
+        .await?,
     })
 }
 
@@ -199,12 +223,14 @@ pub fn stream_names() -> Vec<String> {
         nats::WORKERS_BUCKET,
         nats::SCHEDULES_BUCKET,
         nats::BATCHES_BUCKET,
+        nats::COMPILES_BUCKET,
     ]
     .map(|bucket| format!("KV_{bucket}"));
+    let object_stores = [nats::HANDLERS_BUCKET, nats::ARTIFACTS_BUCKET].map(|b| format!("OBJ_{b}"));
     streams
         .into_iter()
         .chain(buckets)
-        .chain([format!("OBJ_{}", nats::HANDLERS_BUCKET)])
+        .chain(object_stores)
         .collect()
 }
 
@@ -339,6 +365,7 @@ async fn ensure_kv(js: &jetstream::Context, bucket: Bucket) -> Result<kv::Store,
 async fn ensure_object_store(
     js: &jetstream::Context,
     bucket: &str,
+    description: &str,
     replicas: usize,
 ) -> Result<object_store::ObjectStore, ClientError> {
     if let Ok(store) = js.get_object_store(bucket).await {
@@ -347,7 +374,7 @@ async fn ensure_object_store(
     let config = object_store::Config {
         bucket: bucket.into(),
         storage: stream::StorageType::File,
-        description: Some("jobbox: handler components by digest".into()),
+        description: Some(description.into()),
         num_replicas: replicas,
         ..Default::default()
     };
@@ -386,10 +413,12 @@ mod tests {
     #[test]
     fn every_bucket_has_its_stream_named() {
         let names = stream_names();
-        assert_eq!(names.len(), 12);
+        assert_eq!(names.len(), 14);
         assert!(names.contains(&nats::UNDELIVERABLE_STREAM.to_string()));
         assert!(names.contains(&"KV_jobbox_results".to_string()));
         assert!(names.contains(&"OBJ_jobbox_handlers".to_string()));
+        assert!(names.contains(&"OBJ_jobbox_artifacts".to_string()));
+        assert!(names.contains(&"KV_jobbox_compiles".to_string()));
         assert!(names.contains(&nats::JOBS_STREAM.to_string()));
     }
 }

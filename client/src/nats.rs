@@ -15,6 +15,10 @@
 //! | schedules | KV | [`SCHEDULES_BUCKET`], key = schedule id |
 //! | batches | KV | [`BATCHES_BUCKET`], key = batch id |
 //! | undeliverable jobs | stream (work queue) of server advisories | [`UNDELIVERABLE_STREAM`], [`UNDELIVERABLE_SUBJECTS`] |
+//! | compiled handlers shared by a fleet | object store | [`ARTIFACTS_BUCKET`], object = [`artifact_name`] |
+//! | compile claims | KV with TTL | [`COMPILES_BUCKET`], key = [`artifact_name`] |
+//! | compile requests (deploy → a worker) | request/reply, queue group | [`COMPILE_SUBJECT`], [`COMPILE_QUEUE_GROUP`] |
+//! | preload requests (deploy → every worker) | request, many replies | [`PRELOAD_SUBJECT`] |
 
 use crate::model::JobEventType;
 
@@ -49,6 +53,18 @@ pub const WORKERS_BUCKET: &str = "jobbox_workers";
 pub const SCHEDULES_BUCKET: &str = "jobbox_schedules";
 /// KV bucket: batch id → `BatchJob`.
 pub const BATCHES_BUCKET: &str = "jobbox_batches";
+/// Object store: native code of compiled handlers, sealed under the fleet key, one
+/// object per (handler digest, engine). Written by workers only.
+pub const ARTIFACTS_BUCKET: &str = "jobbox_artifacts";
+/// KV bucket: artifact name → the worker compiling it (create = claim).
+pub const COMPILES_BUCKET: &str = "jobbox_compiles";
+/// Subject a deploy asks the fleet on to compile a handler before its route changes.
+pub const COMPILE_SUBJECT: &str = "jobbox.compile";
+/// Queue group of the workers answering [`COMPILE_SUBJECT`]: one answers each request.
+pub const COMPILE_QUEUE_GROUP: &str = "jobbox-compilers";
+/// Subject a deploy asks every worker on to load a handler the fleet has compiled,
+/// before its route changes (each worker holding the fleet key answers).
+pub const PRELOAD_SUBJECT: &str = "jobbox.preload";
 
 /// The work-queue stream that keeps the server's MAX_DELIVERIES advisories for the
 /// jobs stream: each names a job message the server stopped delivering because it
@@ -213,9 +229,40 @@ pub fn handler_object(digest: &str) -> String {
     digest.replace(':', "-")
 }
 
+/// Hex digits of an engine id in an artifact name.
+pub const ENGINE_ID_HEX: usize = 32;
+
+/// The name of the compiled code of the handler with `digest` for the engine with
+/// `engine_id` (32 lowercase hex digits, a hash of the engine's compatibility hash):
+/// `sha256-<hex>.<engine id>`, both the artifact's object name and its compile claim's
+/// key. `None` unless `digest` is a valid digest and `engine_id` is exactly 32
+/// lowercase hex digits, so nothing unchecked becomes a key.
+pub fn artifact_name(digest: &str, engine_id: &str) -> Option<String> {
+    let hex_ok = engine_id.len() == ENGINE_ID_HEX
+        && engine_id
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+    (crate::is_valid_digest(digest) && hex_ok)
+        .then(|| format!("{}.{engine_id}", handler_object(digest)))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn artifact_names_are_checked() {
+        let digest = format!("sha256:{}", "a".repeat(64));
+        let engine = "0123456789abcdef0123456789abcdef";
+        assert_eq!(
+            artifact_name(&digest, engine),
+            Some(format!("sha256-{}.{engine}", "a".repeat(64)))
+        );
+        assert_eq!(artifact_name("sha256:zz", engine), None);
+        assert_eq!(artifact_name(&digest, "0123"), None);
+        assert_eq!(artifact_name(&digest, &engine.to_uppercase()), None);
+        assert_eq!(artifact_name(&digest, &format!("{}>", &engine[1..])), None);
+    }
 
     #[test]
     fn job_subjects_name_their_queue() {

@@ -87,6 +87,9 @@ pub async fn run(args: DevArgs) -> anyhow::Result<ExitCode> {
     let mut config = WorkerConfig::new(vec![jobbox::DEFAULT_QUEUE.to_string()]);
     config.concurrency = args.concurrency.max(1);
     config.metrics_addr = args.metrics_addr;
+    // Its own fleet key, in memory only: the demo's worker shares compiled handlers
+    // as a fleet would.
+    config.fleet_key = Some(crate::registry::FleetKey::generate()?);
     let dashboard = match args.dashboard {
         Some(addr) => {
             let token = super::dashboard::token_of(args.dashboard_token.as_deref())?;

@@ -116,9 +116,10 @@ struct DeployArgs {
     /// Who is deploying (default: $USER).
     #[arg(long)]
     deployed_by: Option<String>,
-    /// Longest the component may take to compile before the deploy is refused.
-    #[arg(long, value_parser = humantime::parse_duration, default_value = "30s")]
-    compile_timeout: Duration,
+    /// Longest the component may take to compile before the deploy is refused
+    /// (default: 30 s plus 4 s per MiB of the component).
+    #[arg(long, value_parser = humantime::parse_duration)]
+    compile_timeout: Option<Duration>,
 }
 
 pub async fn run(args: HandlerArgs, output: Output) -> anyhow::Result<ExitCode> {
@@ -171,15 +172,17 @@ pub async fn run(args: HandlerArgs, output: Output) -> anyhow::Result<ExitCode> 
                     .deployed_by
                     .or_else(|| std::env::var("USER").ok()),
             };
-            let route = options
-                .deploy_with_compile_timeout(
-                    &client,
-                    &deploy_args.job_type,
-                    wasm,
-                    deploy_args.compile_timeout,
-                )
-                .await
-                .with_context(|| format!("failed to deploy {}", deploy_args.wasm.display()))?;
+            let compile_timeout = deploy_args
+                .compile_timeout
+                .unwrap_or_else(|| registry::compile_cap(wasm.len()));
+            let route = Box::pin(options.deploy_with_compile_timeout(
+                &client,
+                &deploy_args.job_type,
+                wasm,
+                compile_timeout,
+            ))
+            .await
+            .with_context(|| format!("failed to deploy {}", deploy_args.wasm.display()))?;
             match output {
                 Output::Json => outln!("{}", serde_json::to_string(&route)?),
                 Output::Text => outln!(

@@ -44,6 +44,12 @@ pub struct WorkerArgs {
     /// Lower it for long jobs so that other workers get more of the backlog.
     #[arg(long)]
     prefetch: Option<u32>,
+    /// The fleet key file (64+ hex digits, mode 0600): share compiled handlers with
+    /// the other workers holding the same key, sealed under it, and compile for
+    /// deploys. Deployers must never get this key. Default: compile on this worker
+    /// only.
+    #[arg(long, env = crate::registry::fleet::FLEET_KEY_FILE_ENV)]
+    fleet_key_file: Option<std::path::PathBuf>,
     /// Compile every handler at start, without the on-disk cache.
     #[arg(long, conflicts_with = "cache_dir")]
     no_cache: bool,
@@ -71,8 +77,8 @@ pub struct WorkerArgs {
 }
 
 impl WorkerArgs {
-    /// The worker config these arguments describe.
-    pub fn config(&self) -> WorkerConfig {
+    /// The worker config these arguments describe (reads the fleet key file).
+    pub fn config(&self) -> anyhow::Result<WorkerConfig> {
         let mut config = WorkerConfig::new(self.queues.clone());
         config.concurrency = self.concurrency.max(1);
         config.max_memory_bytes = self.max_memory;
@@ -97,13 +103,18 @@ impl WorkerArgs {
                 .clone()
                 .or_else(crate::registry::default_cache_dir)
         };
-        config
+        config.fleet_key = self
+            .fleet_key_file
+            .as_deref()
+            .map(crate::registry::FleetKey::read)
+            .transpose()?;
+        Ok(config)
     }
 }
 
 pub async fn run(args: WorkerArgs) -> anyhow::Result<ExitCode> {
     let client = args.nats.connect().await?;
-    let worker = Worker::new(client, args.config()).await?;
+    let worker = Worker::new(client, args.config()?).await?;
     let shutdown = shutdown_on_signal();
     worker.run(shutdown).await?;
     Ok(ExitCode::SUCCESS)

@@ -51,6 +51,12 @@ struct JobLabels {
     job_type: String,
 }
 
+/// Labels of the handler loads counter.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct LoadSource {
+    source: &'static str,
+}
+
 /// Labels of the refused trace contexts counter.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct Refused {
@@ -72,6 +78,16 @@ pub struct Snapshot {
     pub spans_exported: u64,
     /// Spans lost by failed OTLP exports.
     pub spans_lost: u64,
+    /// Handlers loaded from the local compile cache.
+    pub loads_from_cache: u64,
+    /// Handlers loaded from a fleet artifact.
+    pub loads_from_fleet: u64,
+    /// Handlers compiled here.
+    pub loads_compiled: u64,
+    /// Fleet artifacts refused (tampered, foreign key, unsealed).
+    pub artifacts_refused: u64,
+    /// Fleet artifacts this worker stored.
+    pub artifacts_published: u64,
 }
 
 type SnapshotFn = Box<dyn Fn() -> Snapshot + Send + Sync>;
@@ -94,6 +110,9 @@ pub struct Metrics {
     trace_refused: Family<Refused, Counter>,
     spans_exported: Counter,
     spans_lost: Counter,
+    handler_loads: Family<LoadSource, Counter>,
+    artifacts_refused: Counter,
+    artifacts_published: Counter,
     labelled: RwLock<HashSet<String>>,
     /// Each (queue, job_type label)'s metrics, looked up without allocating: the
     /// per-job path reads them under one short read lock.
@@ -218,8 +237,29 @@ impl Metrics {
             "Job spans lost because an OTLP export failed",
             spans_lost.clone(),
         );
+        let handler_loads = Family::<LoadSource, Counter>::default();
+        let artifacts_refused = Counter::default();
+        let artifacts_published = Counter::default();
+        registry.register(
+            "handler_loads",
+            "Handlers loaded, by source: cache (local compile cache), fleet (an artifact another worker compiled) or compiled (here)",
+            handler_loads.clone(),
+        );
+        registry.register(
+            "fleet_artifacts_refused",
+            "Fleet artifacts refused (tampered, sealed under another key, not sealed) and compiled again",
+            artifacts_refused.clone(),
+        );
+        registry.register(
+            "fleet_artifacts_published",
+            "Compiled handlers this worker sealed and shared with the fleet",
+            artifacts_published.clone(),
+        );
         Self {
             registry,
+            handler_loads,
+            artifacts_refused,
+            artifacts_published,
             trace_refused,
             spans_exported,
             spans_lost,
@@ -387,6 +427,18 @@ impl Metrics {
             advance(&self.reconnects, now.reconnects);
             advance(&self.spans_exported, now.spans_exported);
             advance(&self.spans_lost, now.spans_lost);
+            for (source, total) in [
+                ("cache", now.loads_from_cache),
+                ("fleet", now.loads_from_fleet),
+                ("compiled", now.loads_compiled),
+            ] {
+                advance(
+                    &self.handler_loads.get_or_create(&LoadSource { source }),
+                    total,
+                );
+            }
+            advance(&self.artifacts_refused, now.artifacts_refused);
+            advance(&self.artifacts_published, now.artifacts_published);
         }
         let mut text = String::new();
         if let Err(e) = prometheus_client::encoding::text::encode(&mut text, &self.registry) {

@@ -15,14 +15,18 @@
 //! 5. no core memory's initial size is above the route's memory ceiling (every
 //!    instantiation would fail: [`memory_minimum`]);
 //! 6. the component compiles within the deploy's compile cap
-//!    ([`DEPLOY_COMPILE_TIMEOUT`] by default), and the deploy waits no longer than
+//!    ([`compile_cap`] of its size by default), and the deploy waits no longer than
 //!    the cap;
 //! 7. it exports `jobbox:handler/handler@0.1.0`, imports nothing the worker's linker
 //!    does not provide, and its `handle` has exactly the type this host calls
 //!    ([`check_handle_signature`]: without it, a component with the right interface
 //!    name but another `handle` would be routed, and fail every job).
 //!
-//! Only then is the component stored (by digest) and the route updated.
+//! Only then is the component stored (by digest). Before the route changes, the
+//! deploy asks the fleet to compile it ([`fleet::requests::request_compile`]): one
+//! worker holding the fleet key compiles and shares it, so that every worker's first
+//! job of the new version loads native code instead of compiling. The deploy itself
+//! never writes compiled code anywhere. Then the route is updated.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -32,6 +36,8 @@ use jobbox::{Client, ClientError, HandlerLimits, JobEvent, JobEventType, Route};
 use wasmtime::component::Component;
 use wasmtime::component::types::ComponentItem;
 
+use super::cap::compile_cap;
+use super::fleet::{self, requests::FleetCompile};
 use super::memory::memory_minimum;
 use crate::sandbox::bindings::{GuestJob, HandlerError};
 use crate::sandbox::limits::{
@@ -42,14 +48,14 @@ use crate::sandbox::{
     EngineConfig, HANDLER_INTERFACE, Handler, LoadError, MAX_COMPONENT_BYTES, Sandbox,
 };
 
-/// Longest a deploy waits for the component to compile before refusing it.
+/// Longest a deploy waits for a tiny component to compile before refusing it; a
+/// larger one gets more ([`compile_cap`]).
 ///
-/// Compilation is not bounded by wasmtime's security model; with uploads capped at
-/// [`MAX_COMPONENT_BYTES`], 30 s is many times what a legitimate handler takes (a
-/// few hundred ms for a typical Rust handler). The compiler thread cannot be
-/// stopped: a refused compile finishes in the background, on a thread of its own that
-/// neither the deploy nor the process's exit waits for.
-pub const DEPLOY_COMPILE_TIMEOUT: Duration = Duration::from_secs(30);
+/// Compilation is not bounded by wasmtime's security model; uploads are capped at
+/// [`MAX_COMPONENT_BYTES`] and compile time by [`compile_cap`]. The compiler thread
+/// cannot be stopped: a refused compile finishes in the background, on a thread of its
+/// own that neither the deploy nor the process's exit waits for.
+pub const DEPLOY_COMPILE_TIMEOUT: Duration = super::cap::COMPILE_CAP_BASE;
 
 /// Bytes a stored result needs besides the handler's output: status, error and
 /// (trimmed) traceback, usage, ids and timestamps. The worker drops a result's logs
@@ -119,7 +125,7 @@ pub enum DeployError {
 
 /// Validates `wasm`, stores it and points `job_type`'s route at it.
 ///
-/// Compilation is capped at [`DEPLOY_COMPILE_TIMEOUT`]; see
+/// Compilation is capped at [`compile_cap`] of the component's size; see
 /// [`DeployOptions::deploy_with_compile_timeout`] for another cap.
 pub async fn deploy(
     client: &Client,
@@ -127,9 +133,8 @@ pub async fn deploy(
     wasm: Vec<u8>,
     options: DeployOptions,
 ) -> Result<Route, DeployError> {
-    options
-        .deploy_with_compile_timeout(client, job_type, wasm, DEPLOY_COMPILE_TIMEOUT)
-        .await
+    let cap = compile_cap(wasm.len());
+    Box::pin(options.deploy_with_compile_timeout(client, job_type, wasm, cap)).await
 }
 
 /// The largest output ceiling a route may have when results travel in NATS messages
@@ -232,6 +237,9 @@ async fn compile_within(
     let sandbox = sandbox.clone();
     std::thread::Builder::new()
         .name("jobbox-deploy-compile".into())
+        // Explicit, not the 2 MiB default of a spawned thread: validating and linking
+        // a large component (an interpreter) must not be what overflows.
+        .stack_size(COMPILER_STACK_BYTES)
         .spawn(move || {
             // The receiver is gone when the deploy gave up waiting: nothing to tell.
             let _ = done.send(Handler::compile(&sandbox, &wasm));
@@ -246,7 +254,7 @@ async fn compile_within(
 
 impl DeployOptions {
     /// Like [`deploy`], refusing the component if it does not compile within
-    /// `compile_timeout` instead of [`DEPLOY_COMPILE_TIMEOUT`].
+    /// `compile_timeout` instead of [`compile_cap`] of its size.
     ///
     /// (A method rather than a field of `DeployOptions`, so that adding it did not
     /// change how the options are built.)
@@ -299,6 +307,7 @@ impl DeployOptions {
         let handler = compile_within(&sandbox, Arc::clone(&wasm), compile_timeout).await?;
         check_handle_signature(sandbox.engine(), handler.component())?;
         let digest = client.put_handler(&wasm).await?;
+        share_with_fleet(client, &digest, wasm.len()).await;
         let route = Route {
             job_type: job_type.to_string(),
             digest: digest.clone(),
@@ -317,6 +326,39 @@ impl DeployOptions {
             let _ = ack.await;
         }
         Ok(route)
+    }
+}
+
+/// Stack of the deploy's compiler thread: what a process's main thread gets.
+const COMPILER_STACK_BYTES: usize = 8 << 20;
+
+/// Asks the fleet to compile and share `digest` before the route points at it, and
+/// says what came of it. Never fails the deploy: without an answer workers compile on
+/// their own, as without a fleet key.
+async fn share_with_fleet(client: &Client, digest: &str, wasm_size: usize) {
+    let started = std::time::Instant::now();
+    match fleet::requests::request_compile(client, digest, wasm_size).await {
+        FleetCompile::Shared(artifact) => {
+            tracing::info!(
+                %digest, %artifact, elapsed_ms = started.elapsed().as_millis() as u64,
+                "the fleet compiled the handler"
+            );
+            let started = std::time::Instant::now();
+            let (ready, live) = fleet::requests::preload(client, digest).await;
+            tracing::info!(
+                %digest, ready, live, elapsed_ms = started.elapsed().as_millis() as u64,
+                "workers preloaded the handler before the route changed"
+            );
+        }
+        FleetCompile::NoFleet => {
+            tracing::debug!(%digest, "no worker shares compiled handlers; each compiles its own");
+        }
+        FleetCompile::Failed(error) => {
+            tracing::warn!(%digest, %error, "the fleet could not compile the handler; workers will try on their own");
+        }
+        FleetCompile::NoAnswer(error) => {
+            tracing::warn!(%digest, %error, "no answer from the fleet's compile; workers will compile on their own");
+        }
     }
 }
 

@@ -1,8 +1,10 @@
-//! Loading handlers by digest: from the compile cache if it has them, else fetch
-//! from the object store, verify, compile once (and store in the cache).
+//! Loading handlers by digest: from the compile cache if it has them, else from the
+//! fleet's shared artifact (with a fleet key), else fetch from the object store,
+//! verify, compile once (and store in the cache, and share with the fleet).
 
 use std::collections::HashMap;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -10,15 +12,14 @@ use jobbox::{Client, ClientError, ErrorType};
 use tokio::sync::OnceCell;
 
 use super::cache::{CacheError, CacheStats, CompileCache};
-use crate::sandbox::{Failure, Handler, Sandbox};
+use super::cap::compile_cap;
+use super::fleet::{FleetArtifacts, FleetStats};
+use crate::sandbox::{Failure, Handler, MAX_COMPONENT_BYTES, Sandbox};
 
-/// Longest a handler may take to compile on a worker before it is refused.
-///
-/// An interpreter's component is large: the Python word-count example (19 MB) takes
-/// about 30 s in a debug build with a core to itself, and a worker that starts with
-/// several such routes compiles them at once. A compile runs in the background and
-/// delays only jobs of its own type, so the cap is generous: 5 minutes.
-pub const COMPILE_TIMEOUT: Duration = Duration::from_secs(300);
+/// Added to a component's [`compile_cap`] on a worker: a worker that refuses a
+/// handler the deploy accepted leaves its job type without a handler there, so it
+/// allows more than the deploy did.
+pub const WORKER_COMPILE_MARGIN: Duration = Duration::from_secs(30);
 
 type Slot = Arc<OnceCell<Handler>>;
 
@@ -32,6 +33,8 @@ pub struct HandlerLoader {
     client: Client,
     sandbox: Sandbox,
     cache: Option<CompileCache>,
+    fleet: Option<FleetArtifacts>,
+    compiled: Arc<AtomicU64>,
     loaded: Arc<Mutex<HashMap<String, Slot>>>,
 }
 
@@ -43,6 +46,8 @@ impl HandlerLoader {
             client,
             sandbox,
             cache: None,
+            fleet: None,
+            compiled: Arc::default(),
             loaded: Arc::default(),
         }
     }
@@ -60,6 +65,32 @@ impl HandlerLoader {
     pub fn with_cache(mut self, cache: CompileCache) -> Self {
         self.cache = Some(cache);
         self
+    }
+
+    /// Shares compiled handlers with the fleet through `fleet` (made for this
+    /// loader's sandbox engine).
+    #[must_use]
+    pub fn with_fleet(mut self, fleet: FleetArtifacts) -> Self {
+        self.fleet = Some(fleet);
+        self
+    }
+
+    /// The fleet's artifact store, if this loader shares compiled handlers.
+    pub fn fleet(&self) -> Option<&FleetArtifacts> {
+        self.fleet.as_ref()
+    }
+
+    /// What the fleet store did so far (all zero without one).
+    pub fn fleet_stats(&self) -> FleetStats {
+        self.fleet
+            .as_ref()
+            .map(FleetArtifacts::stats)
+            .unwrap_or_default()
+    }
+
+    /// Handlers this loader compiled (not read from a cache or the fleet) so far.
+    pub fn compiled(&self) -> u64 {
+        self.compiled.load(Ordering::Relaxed)
     }
 
     /// The compile cache, if one is configured.
@@ -87,7 +118,9 @@ impl HandlerLoader {
             let mut loaded = self.loaded.lock().unwrap_or_else(PoisonError::into_inner);
             Arc::clone(loaded.entry(digest.to_string()).or_default())
         };
-        slot.get_or_try_init(|| self.load_uncached(digest))
+        // Boxed: the load future holds the fleet's and the cache's steps, too large to
+        // be copied around on a small stack.
+        slot.get_or_try_init(|| Box::pin(self.load_uncached(digest)))
             .await
             .cloned()
     }
@@ -103,7 +136,17 @@ impl HandlerLoader {
                 return Ok(handler);
             }
         }
-        let handler = self.fetch_and_compile(digest).await?;
+        let handler = match &self.fleet {
+            Some(fleet) => {
+                let size = self.stored_size(digest).await;
+                fleet
+                    .load(&self.sandbox, digest, size, || {
+                        self.fetch_and_compile(digest)
+                    })
+                    .await?
+            }
+            None => self.fetch_and_compile(digest).await?,
+        };
         if let Some(cache) = &self.cache {
             let (cache, compiled) = (cache.clone(), handler.clone());
             let stored = tokio::task::spawn_blocking(move || cache.put(&compiled))
@@ -123,6 +166,15 @@ impl HandlerLoader {
         Ok(handler)
     }
 
+    /// The size of the stored `.wasm` of `digest` (the largest accepted if unknown).
+    async fn stored_size(&self, digest: &str) -> usize {
+        let name = jobbox::nats::handler_object(digest);
+        match self.client.layout().handlers.info(&name).await {
+            Ok(info) => info.size,
+            Err(_) => MAX_COMPONENT_BYTES,
+        }
+    }
+
     async fn fetch_and_compile(&self, digest: &str) -> Result<Handler, Failure> {
         let bytes = self.client.get_handler(digest).await.map_err(|e| match e {
             ClientError::NotFound(_) | ClientError::Integrity(_) => {
@@ -134,12 +186,15 @@ impl HandlerLoader {
             )
             .retryable(true),
         })?;
+        let cap = compile_cap(bytes.len()) + WORKER_COMPILE_MARGIN;
+        let started = std::time::Instant::now();
         let handler = self
             .sandbox
-            .load(Arc::from(bytes), COMPILE_TIMEOUT)
+            .load(Arc::from(bytes), cap)
             .await
             .map_err(|e| Failure::new(ErrorType::InvalidHandler, e.to_string()))?;
-        tracing::info!(%digest, "handler compiled");
+        self.compiled.fetch_add(1, Ordering::Relaxed);
+        tracing::info!(%digest, elapsed_ms = started.elapsed().as_millis() as u64, "handler compiled");
         Ok(handler)
     }
 }

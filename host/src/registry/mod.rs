@@ -11,7 +11,9 @@
 //! overwrites a newer one.
 
 mod cache;
+mod cap;
 mod deploy;
+pub mod fleet;
 mod loader;
 mod memory;
 mod versions;
@@ -26,11 +28,13 @@ use jobbox::{Client, ErrorType, Route};
 use serde::Serialize;
 
 pub use cache::{CacheError, CacheStats, CompileCache, default_cache_dir, engine_key};
+pub use cap::{COMPILE_CAP_BASE, COMPILE_CAP_PER_MIB, compile_cap};
 pub use deploy::{
     DEPLOY_COMPILE_TIMEOUT, DeployError, DeployOptions, RESULT_ENVELOPE_BYTES, deploy,
     max_output_bytes,
 };
-pub use loader::{COMPILE_TIMEOUT, HandlerLoader};
+pub use fleet::{FleetArtifacts, FleetKey, FleetStats};
+pub use loader::{HandlerLoader, WORKER_COMPILE_MARGIN};
 pub use memory::memory_minimum;
 pub use versions::{
     Rollback, RollbackOptions, RouteVersion, VersionError, current_route, current_routes, history,

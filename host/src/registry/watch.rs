@@ -31,6 +31,17 @@ pub async fn watch_routes(
     worker_id: String,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
+    // Boxed: the startup loads make a large future, which would otherwise sit inline
+    // in the caller's (a worker's start, a test's body).
+    Box::pin(watch_routes_boxed(client, table, worker_id, shutdown)).await
+}
+
+async fn watch_routes_boxed(
+    client: Client,
+    table: RouteTable,
+    worker_id: String,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
     // Watch first: a route written while the current ones load is in the watch.
     let mut watch = client
         .layout()

@@ -43,7 +43,7 @@ pub use store::MAX_ERROR_BYTES;
 pub use verdict::{Verdict, decide};
 
 use crate::metrics::{Metrics, Snapshot};
-use crate::registry::{HandlerLoader, RouteTable, watch_routes};
+use crate::registry::{FleetArtifacts, HandlerLoader, RouteTable, watch_routes};
 use crate::sandbox::{EngineConfig, Sandbox, ScratchArea, ScratchCaps};
 
 /// Default time a fetched job may go without an ack or progress ack before
@@ -87,6 +87,10 @@ pub struct WorkerConfig {
     pub max_deliveries: u32,
     /// Where compiled handlers are cached on disk (`None`: no cache).
     pub cache_dir: Option<std::path::PathBuf>,
+    /// The fleet key: with one, compiled handlers are shared with the other workers
+    /// holding it (sealed under it) and compile requests of deploys are answered;
+    /// `None`: this worker compiles on its own.
+    pub fleet_key: Option<crate::registry::FleetKey>,
     /// Messages each lane fetches ahead of free slots (default: the concurrency).
     /// Fetched messages wait locally, kept alive with progress acks; a larger value
     /// keeps the pipe full, a smaller one leaves more work to other workers.
@@ -118,6 +122,7 @@ impl WorkerConfig {
             shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
             max_deliveries: DEFAULT_MAX_DELIVERIES,
             cache_dir: None,
+            fleet_key: None,
             prefetch: None,
             native: NativeHandlers::default(),
             scratch_dir: None,
@@ -195,6 +200,13 @@ pub struct Worker {
 impl Worker {
     /// Builds the sandbox, loads the current routes and prepares the consumers.
     pub async fn new(client: Client, config: WorkerConfig) -> anyhow::Result<Self> {
+        // Boxed: the whole setup is a future of ~90 KB in a debug build, and a
+        // caller's own future (a test's body, polled on a 2 MiB thread stack) would
+        // otherwise hold it inline, once per call.
+        Box::pin(Self::build(client, config)).await
+    }
+
+    async fn build(client: Client, config: WorkerConfig) -> anyhow::Result<Self> {
         anyhow::ensure!(
             !config.queues.is_empty(),
             "a worker needs at least one queue"
@@ -226,6 +238,16 @@ impl Worker {
             loader = loader.with_cache_dir(dir.clone()).with_context(|| {
                 format!("failed to open the compile cache at {}", dir.display())
             })?;
+        }
+        if let Some(key) = &config.fleet_key {
+            let fleet = FleetArtifacts::new(
+                client.clone(),
+                key.clone(),
+                sandbox.engine(),
+                config.worker_id.clone(),
+            );
+            tracing::info!(engine = %fleet.engine_id(), key = %key.fingerprint(), "sharing compiled handlers with the fleet");
+            loader = loader.with_fleet(fleet);
         }
         let routes = RouteTable::new(client.clone(), loader);
         let (events, event_acks) = events::EventSink::start(client.clone());
@@ -287,12 +309,22 @@ impl Worker {
             event_acks,
             metrics_listener,
         } = self;
-        watch_routes(
+        // Answer deploys' compile requests from the start: a deploy made while this
+        // worker loads its routes need not wait for it.
+        if shared.routes.loader().fleet().is_some() {
+            crate::registry::fleet::requests::serve(
+                shared.client.clone(),
+                shared.routes.loader().clone(),
+                shutdown.clone(),
+            )
+            .await?;
+        }
+        Box::pin(watch_routes(
             shared.client.clone(),
             shared.routes.clone(),
             shared.config.worker_id.clone(),
             shutdown.clone(),
-        )
+        ))
         .await
         .context("failed to load the current routes")?;
         let started_at = chrono::Utc::now();
@@ -425,6 +457,7 @@ fn serve_metrics(
         let Some(shared) = weak.upgrade() else {
             return Snapshot::default();
         };
+        let loader = shared.routes.loader();
         Snapshot {
             // The run loop holds a permit while it waits for a message, so free
             // slots are counted from the jobs taken, not from the semaphore.
@@ -437,6 +470,11 @@ fn serve_metrics(
                 .as_ref()
                 .map_or(0, |s| s.exported.load(Ordering::Relaxed)),
             spans_lost: spans.as_ref().map_or(0, |s| s.lost.load(Ordering::Relaxed)),
+            loads_from_cache: loader.cache_stats().hits,
+            loads_from_fleet: loader.fleet_stats().hits,
+            loads_compiled: loader.compiled(),
+            artifacts_refused: loader.fleet_stats().refused,
+            artifacts_published: loader.fleet_stats().published,
         }
     });
     if let Ok(addr) = listener.local_addr() {

@@ -1088,6 +1088,28 @@ const RESTART_GUESTS: &[&str] = &[
     guests::MARKDOWN,
 ];
 
+/// What a worker does before it takes jobs: build its sandbox, load every route.
+/// How long that took, and the table. (A function of its own, boxed by the caller:
+/// inline in a test's body its future overflowed the test thread's stack in a debug
+/// build.)
+async fn start_worker(client: &Client, cache_dir: &Path) -> (Duration, RouteTable) {
+    let started = Instant::now();
+    let sandbox = Sandbox::new(EngineConfig {
+        concurrency: CONCURRENCY,
+        max_memory_bytes: 256 * 1024 * 1024,
+        pooling: true,
+    })
+    .expect("sandbox");
+    let loader = HandlerLoader::new(client.clone(), sandbox)
+        .with_cache_dir(cache_dir)
+        .expect("open the cache");
+    let shutdown = CancellationToken::new();
+    let table = watched_table(client, loader, &shutdown).await;
+    let ready = started.elapsed();
+    shutdown.cancel();
+    (ready, table)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restarted_worker_with_20_handlers_is_ready_sooner_with_the_compile_cache() {
     const JOB_TYPES: usize = 20;
@@ -1108,26 +1130,7 @@ async fn a_restarted_worker_with_20_handlers_is_ready_sooner_with_the_compile_ca
     let distinct = digests.len() as u64;
     let cache_dir = tempfile::tempdir().expect("temp dir");
 
-    // What a worker does before it takes jobs: build its sandbox, load every route.
-    let start_worker = async || {
-        let started = Instant::now();
-        let sandbox = Sandbox::new(EngineConfig {
-            concurrency: CONCURRENCY,
-            max_memory_bytes: 256 * 1024 * 1024,
-            pooling: true,
-        })
-        .expect("sandbox");
-        let loader = HandlerLoader::new(client.clone(), sandbox)
-            .with_cache_dir(cache_dir.path())
-            .expect("open the cache");
-        let shutdown = CancellationToken::new();
-        let table = watched_table(&client, loader, &shutdown).await;
-        let ready = started.elapsed();
-        shutdown.cancel();
-        (ready, table)
-    };
-
-    let (cold, cold_table) = start_worker().await;
+    let (cold, cold_table) = Box::pin(start_worker(&client, cache_dir.path())).await;
     assert_eq!(cold_table.digests().len(), JOB_TYPES);
     let stats = cold_table.loader().cache_stats();
     assert_eq!(
@@ -1136,7 +1139,7 @@ async fn a_restarted_worker_with_20_handlers_is_ready_sooner_with_the_compile_ca
         "{stats:?}"
     );
 
-    let (warm, warm_table) = start_worker().await;
+    let (warm, warm_table) = Box::pin(start_worker(&client, cache_dir.path())).await;
     assert_eq!(warm_table.digests().len(), JOB_TYPES);
     let stats = warm_table.loader().cache_stats();
     assert_eq!(

@@ -2,6 +2,9 @@
 //!
 //! - `batches`: batches and dependencies: exact counts after a kill -9, callbacks once,
 //!   a dependency diamond, refusals at enqueue, cancellation, resumable enqueue.
+//! - `compile_sharing`: compiled handlers shared by a fleet under its key: compiled
+//!   once per deploy, once for many workers, refused and replaced when tampered,
+//!   foreign, moved or unsealed; bounded waits for claims; nothing shared without a key.
 //! - `dashboard`: the web dashboard in headless Chromium (skipped without chromium).
 //! - `sandbox`: real guests in the sandbox, no NATS.
 //! - `worker`: the worker end to end against a real nats-server.
@@ -29,6 +32,7 @@
 mod bad_input;
 mod batches;
 mod cluster;
+mod compile_sharing;
 mod dashboard;
 mod faults;
 mod hostile;
