@@ -22,7 +22,8 @@ use jobbox_host::registry::{
 };
 use jobbox_host::sandbox::{EngineConfig, JobControl, Sandbox};
 use jobbox_tests::{
-    NatsServer, RunningWorker, brief, deploy_guest_with, guests, jobbox_bin, wait_result,
+    NatsServer, RunningWorker, brief, components, deploy_guest_with, guests, jobbox_bin,
+    wait_result,
 };
 use serde_json::{Value, json};
 use tokio::task::JoinHandle;
@@ -1081,12 +1082,21 @@ async fn a_corrupt_or_truncated_cache_entry_is_rebuilt() {
 }
 
 /// The distinct guests the restart test deploys (cycled over 20 job types).
-const RESTART_GUESTS: &[&str] = &[
-    guests::ECHO,
-    guests::ECHO_V2,
-    guests::WORD_COUNT,
-    guests::MARKDOWN,
-];
+/// The handlers of the restart test, in three languages: Rust (echo, echo-v2,
+/// word-count, markdown), Python and JavaScript (word-count each).
+fn restart_guests() -> Vec<String> {
+    let mut paths: Vec<String> = [
+        guests::ECHO,
+        guests::ECHO_V2,
+        guests::WORD_COUNT,
+        guests::MARKDOWN,
+    ]
+    .map(str::to_string)
+    .into();
+    paths.push(components::python_example("word-count"));
+    paths.push(components::js_example("word-count"));
+    paths
+}
 
 /// What a worker does before it takes jobs: build its sandbox, load every route.
 /// How long that took, and the table. (A function of its own, boxed by the caller:
@@ -1117,8 +1127,9 @@ async fn a_restarted_worker_with_20_handlers_is_ready_sooner_with_the_compile_ca
     let client = Client::connect(&server.url()).await.expect("connect");
     let mut digests = HashSet::new();
     let mut template: Option<Route> = None;
+    let restart_guests = restart_guests();
     for i in 0..JOB_TYPES {
-        let guest = RESTART_GUESTS[i % RESTART_GUESTS.len()];
+        let guest = restart_guests[i % restart_guests.len()].as_str();
         let job_type = format!("handler-{i}");
         let route = match &template {
             None => deploy_guest_with(&client, &job_type, guest, version("v1")).await,

@@ -156,14 +156,58 @@ pub async fn serve(
         .subscribe(nats::PRELOAD_SUBJECT)
         .await
         .map_err(|e| anyhow::anyhow!("failed to subscribe to preload requests: {e}"))?;
-    let mut requests = client
+    let requests = client
         .nats()
         .queue_subscribe(nats::COMPILE_SUBJECT, nats::COMPILE_QUEUE_GROUP.into())
         .await
         .map_err(|e| anyhow::anyhow!("failed to subscribe to compile requests: {e}"))?;
-    serve_preloads(client.clone(), loader.clone(), preloads, shutdown.clone());
-    let slots = Arc::new(Semaphore::new(CONCURRENT_REQUESTS));
+    answer_each(
+        client.clone(),
+        loader.clone(),
+        preloads,
+        shutdown.clone(),
+        Request::Preload,
+    );
+    answer_each(client, loader, requests, shutdown, Request::Compile);
+    Ok(())
+}
+
+/// What a subscription's requests ask for.
+#[derive(Debug, Clone, Copy)]
+enum Request {
+    /// Load (from the fleet, or compile and share) and name the artifact.
+    Compile,
+    /// Load from the fleet's artifact only.
+    Preload,
+}
+
+impl Request {
+    async fn answer(self, loader: &HandlerLoader, payload: &[u8]) -> CompileReply {
+        match self {
+            Self::Compile => Box::pin(answer(loader, payload)).await,
+            Self::Preload => Box::pin(answer_preload(loader, payload)).await,
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Self::Compile => "compile",
+            Self::Preload => "preload",
+        }
+    }
+}
+
+/// Answers the requests of `requests` until `shutdown`, [`CONCURRENT_REQUESTS`] at
+/// a time.
+fn answer_each(
+    client: Client,
+    loader: HandlerLoader,
+    mut requests: async_nats::Subscriber,
+    shutdown: CancellationToken,
+    kind: Request,
+) {
     tokio::spawn(async move {
+        let slots = Arc::new(Semaphore::new(CONCURRENT_REQUESTS));
         loop {
             let message = tokio::select! {
                 () = shutdown.cancelled() => break,
@@ -178,49 +222,14 @@ pub async fn serve(
                 let Ok(_slot) = slots.acquire_owned().await else {
                     return;
                 };
-                let reply = Box::pin(answer(&loader, &message.payload)).await;
+                let reply = kind.answer(&loader, &message.payload).await;
                 let body = serde_json::to_vec(&reply).unwrap_or_default();
                 if let Err(e) = client.nats().publish(reply_to, body.into()).await {
-                    tracing::warn!(error = %e, "failed to answer a compile request");
+                    tracing::warn!(error = %e, request = kind.name(), "failed to answer a fleet request");
                 }
             });
         }
         let _ = requests.unsubscribe().await;
-    });
-    Ok(())
-}
-
-/// Answers preload requests: loads from the fleet's artifact only, one at a time.
-fn serve_preloads(
-    client: Client,
-    loader: HandlerLoader,
-    mut preloads: async_nats::Subscriber,
-    shutdown: CancellationToken,
-) {
-    tokio::spawn(async move {
-        let slots = Arc::new(Semaphore::new(CONCURRENT_REQUESTS));
-        loop {
-            let message = tokio::select! {
-                () = shutdown.cancelled() => break,
-                message = preloads.next() => message,
-            };
-            let Some(message) = message else { break };
-            let Some(reply_to) = message.reply.clone() else {
-                continue;
-            };
-            let (client, loader, slots) = (client.clone(), loader.clone(), Arc::clone(&slots));
-            tokio::spawn(async move {
-                let Ok(_slot) = slots.acquire_owned().await else {
-                    return;
-                };
-                let reply = Box::pin(answer_preload(&loader, &message.payload)).await;
-                let body = serde_json::to_vec(&reply).unwrap_or_default();
-                if let Err(e) = client.nats().publish(reply_to, body.into()).await {
-                    tracing::warn!(error = %e, "failed to answer a preload request");
-                }
-            });
-        }
-        let _ = preloads.unsubscribe().await;
     });
 }
 
