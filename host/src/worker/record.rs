@@ -121,9 +121,9 @@ pub(super) async fn record(
             .retried
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         if let Some((metrics, job_type)) = shared.metrics_for(&job.job_type) {
-            metrics.retried(&job.queue, &job_type);
+            metrics.retried(&job.queue, job_type);
             if attempt.digest.is_some() {
-                metrics.ran(&job.queue, &job_type, &outcome.usage);
+                metrics.ran(&job.queue, job_type, &outcome.usage);
             }
         }
         ack(message, AckKind::Nak(Some(delay))).await;
@@ -158,12 +158,12 @@ pub(super) async fn record(
     counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     shared.queue_counters.add(&job.queue, result.status);
     if let Some((metrics, job_type)) = shared.metrics_for(&job.job_type) {
-        metrics.finished(&job.queue, &job_type, result.status, result.error_type);
+        metrics.finished(&job.queue, job_type, result.status, result.error_type);
         if result.status == JobStatus::DeadLetter {
-            metrics.dead_lettered(&job.queue, &job_type);
+            metrics.dead_lettered(&job.queue, job_type);
         }
         if attempt.digest.is_some() {
-            metrics.ran(&job.queue, &job_type, &result.usage);
+            metrics.ran(&job.queue, job_type, &result.usage);
         }
     }
     let event = final_event(shared, job, &result, attempt.started_at);
