@@ -353,8 +353,9 @@ async fn a_node_killed_under_load_and_brought_back_leaves_one_result_per_job() {
             brief(&stored.result)
         );
     }
-    let events = super::faults::all_events(&client).await;
-    let runs = super::faults::one_end_each(&super::faults::trails(&events, &results), &jobs);
+    let trails =
+        super::faults::trails_once_ended(&client, &jobs, &results, Duration::from_secs(30)).await;
+    let runs = super::faults::one_end_each(&trails, &jobs);
     let duplicates: usize = runs
         .iter()
         .filter(|(started, _)| **started > 1)
