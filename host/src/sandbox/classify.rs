@@ -99,20 +99,7 @@ fn stderr_reason(stderr: &[u8]) -> Option<String> {
         .or_else(|| js_exception(&text))
         .map(|exception| format!("uncaught exception: {exception}"))
         .or_else(|| panic_message(&text).map(|panic| format!("guest panicked: {panic}")))?;
-    Some(cut(reason, MAX_REASON_BYTES))
-}
-
-/// `text` cut to at most `max` bytes (on a character boundary), marked with "…".
-fn cut(mut text: String, max: usize) -> String {
-    if text.len() > max {
-        let mut end = max;
-        while !text.is_char_boundary(end) {
-            end -= 1;
-        }
-        text.truncate(end);
-        text.push('…');
-    }
-    text
+    Some(super::host_api::cut_to(reason, MAX_REASON_BYTES))
 }
 
 /// The exception line of the last Python traceback (`ValueError: boom`): the first

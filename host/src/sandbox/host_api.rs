@@ -86,16 +86,21 @@ fn log_level(level: GuestLogLevel) -> LogLevel {
 }
 
 /// Cuts `line` to at most [`MAX_LOG_LINE_BYTES`] on a character boundary.
-fn truncate_line(mut line: String) -> String {
-    if line.len() > MAX_LOG_LINE_BYTES {
-        let mut cut = MAX_LOG_LINE_BYTES;
-        while !line.is_char_boundary(cut) {
-            cut -= 1;
+fn truncate_line(line: String) -> String {
+    cut_to(line, MAX_LOG_LINE_BYTES)
+}
+
+/// `text` cut to at most `max` bytes (on a character boundary), marked with "…".
+pub(super) fn cut_to(mut text: String, max: usize) -> String {
+    if text.len() > max {
+        let mut end = max;
+        while !text.is_char_boundary(end) {
+            end -= 1;
         }
-        line.truncate(cut);
-        line.push('…');
+        text.truncate(end);
+        text.push('…');
     }
-    line
+    text
 }
 
 #[cfg(test)]
