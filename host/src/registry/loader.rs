@@ -14,7 +14,7 @@ use tokio::sync::OnceCell;
 use super::cache::{CacheError, CacheStats, CompileCache};
 use super::cap::compile_cap;
 use super::fleet::{FleetArtifacts, FleetStats};
-use crate::sandbox::{Failure, Handler, MAX_COMPONENT_BYTES, Sandbox};
+use crate::sandbox::{Failure, Handler, Sandbox};
 
 /// Added to a component's [`compile_cap`] on a worker: a worker that refuses a
 /// handler the deploy accepted leaves its job type without a handler there, so it
@@ -136,16 +136,21 @@ impl HandlerLoader {
                 return Ok(handler);
             }
         }
-        let handler = match &self.fleet {
-            Some(fleet) => {
-                let size = self.stored_size(digest).await;
+        // Only a digest the handler store holds goes through the fleet: nothing is
+        // claimed or shared for one it does not (the fetch then fails and says so).
+        let stored_size = match &self.fleet {
+            Some(_) => self.stored_size(digest).await,
+            None => None,
+        };
+        let handler = match (&self.fleet, stored_size) {
+            (Some(fleet), Some(size)) => {
                 fleet
                     .load(&self.sandbox, digest, size, || {
                         self.fetch_and_compile(digest)
                     })
                     .await?
             }
-            None => self.fetch_and_compile(digest).await?,
+            _ => self.fetch_and_compile(digest).await?,
         };
         if let Some(cache) = &self.cache {
             let (cache, compiled) = (cache.clone(), handler.clone());
@@ -166,13 +171,16 @@ impl HandlerLoader {
         Ok(handler)
     }
 
-    /// The size of the stored `.wasm` of `digest` (the largest accepted if unknown).
-    async fn stored_size(&self, digest: &str) -> usize {
+    /// The size of the stored `.wasm` of `digest`, if the handler store holds it.
+    async fn stored_size(&self, digest: &str) -> Option<usize> {
         let name = jobbox::nats::handler_object(digest);
-        match self.client.layout().handlers.info(&name).await {
-            Ok(info) => info.size,
-            Err(_) => MAX_COMPONENT_BYTES,
-        }
+        self.client
+            .layout()
+            .handlers
+            .info(&name)
+            .await
+            .ok()
+            .map(|info| info.size)
     }
 
     async fn fetch_and_compile(&self, digest: &str) -> Result<Handler, Failure> {

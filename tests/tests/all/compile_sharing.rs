@@ -393,3 +393,82 @@ async fn without_a_fleet_key_nothing_is_shared() {
     assert!(claims.is_empty(), "{claims:?}");
     worker.stop().await;
 }
+
+/// Anyone who may publish on the fleet's request subjects is hostile until checked:
+/// a request that is not one, a digest that is not a digest (a path, a wildcard, a
+/// huge one) or names no stored handler gets a refusal, nothing is compiled, claimed
+/// or stored, and the worker goes on serving jobs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_and_hostile_fleet_requests_are_refused_and_write_nothing() {
+    let server = NatsServer::start();
+    let client = Client::connect(&server.url()).await.expect("connect");
+    let mut config = WorkerConfig::new(vec!["hostile".to_string()]);
+    config.concurrency = 2;
+    config.ack_wait = Duration::from_secs(5);
+    config.fleet_key = Some(key(3));
+    let worker = RunningWorker::start(&server.url(), config).await;
+    let huge = format!(r#"{{"digest":"sha256:{}"}}"#, "a".repeat(100_000));
+    let bodies: Vec<Vec<u8>> = vec![
+        b"".to_vec(),
+        b"not json".to_vec(),
+        br#"{"digest": 42}"#.to_vec(),
+        br#"{"digest":"../../etc/passwd"}"#.to_vec(),
+        br#"{"digest":"sha256:*.>"}"#.to_vec(),
+        format!(r#"{{"digest":"sha256:{}"}}"#, "0".repeat(64)).into_bytes(),
+        huge.into_bytes(),
+    ];
+    // The worker subscribes to fleet requests as it starts serving.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while client
+        .nats()
+        .request(nats::PRELOAD_SUBJECT, "".into())
+        .await
+        .is_err()
+    {
+        assert!(
+            Instant::now() < deadline,
+            "no worker answers fleet requests"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    for subject in [nats::COMPILE_SUBJECT, nats::PRELOAD_SUBJECT] {
+        for body in &bodies {
+            let reply = tokio::time::timeout(
+                Duration::from_secs(30),
+                client.nats().request(subject, body.clone().into()),
+            )
+            .await
+            .expect("answered in time")
+            .expect("answered");
+            let reply: serde_json::Value =
+                serde_json::from_slice(&reply.payload).expect("a JSON reply");
+            assert!(reply["artifact"].is_null(), "{subject}: {reply}");
+            assert!(
+                reply["error"].as_str().is_some_and(|e| !e.is_empty()),
+                "{subject}: {reply}"
+            );
+        }
+    }
+    assert!(artifact_names(&client).await.is_empty());
+    let claims: Vec<String> = client
+        .layout()
+        .compiles
+        .keys()
+        .await
+        .expect("list claims")
+        .map(|key| key.expect("a key"))
+        .collect()
+        .await;
+    assert!(claims.is_empty(), "{claims:?}");
+    // The worker still serves jobs.
+    deploy(&client, "echo", read(guests::ECHO), Default::default())
+        .await
+        .expect("deploys");
+    let job = Job::json("echo", &json!({"after": "hostile requests"}))
+        .expect("encodes")
+        .queue("hostile");
+    client.enqueue(&job).await.expect("enqueue");
+    let result = wait_result(&client, &job.id, Duration::from_secs(30)).await;
+    assert_eq!(result.status, JobStatus::Completed, "{}", brief(&result));
+    worker.stop().await;
+}
