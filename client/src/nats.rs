@@ -19,6 +19,7 @@
 //! | compile claims | KV with TTL | [`COMPILES_BUCKET`], key = [`artifact_name`] |
 //! | compile requests (deploy → a worker) | request/reply, queue group | [`COMPILE_SUBJECT`], [`COMPILE_QUEUE_GROUP`] |
 //! | preload requests (deploy → every worker) | request, many replies | [`PRELOAD_SUBJECT`] |
+//! | route sync (deploy → every worker) | request, many replies | [`ROUTE_SYNC_SUBJECT`] |
 
 use crate::model::JobEventType;
 
@@ -65,6 +66,10 @@ pub const COMPILE_QUEUE_GROUP: &str = "jobbox-compilers";
 /// Subject a deploy asks every worker on to load a handler the fleet has compiled,
 /// before its route changes (each worker holding the fleet key answers).
 pub const PRELOAD_SUBJECT: &str = "jobbox.preload";
+/// Subject a deploy (or rollback) asks every worker on to install the route it just
+/// wrote, and to say so: each live worker answers once the new revision is active on
+/// it (or failed to load), whether or not its routes watch has delivered it yet.
+pub const ROUTE_SYNC_SUBJECT: &str = "jobbox.routes.sync";
 
 /// The work-queue stream that keeps the server's MAX_DELIVERIES advisories for the
 /// jobs stream: each names a job message the server stopped delivering because it

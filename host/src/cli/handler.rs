@@ -175,7 +175,7 @@ pub async fn run(args: HandlerArgs, output: Output) -> anyhow::Result<ExitCode> 
             let compile_timeout = deploy_args
                 .compile_timeout
                 .unwrap_or_else(|| registry::compile_cap(wasm.len()));
-            let route = Box::pin(options.deploy_with_compile_timeout(
+            let deployed = Box::pin(options.deploy_confirmed(
                 &client,
                 &deploy_args.job_type,
                 wasm,
@@ -183,10 +183,11 @@ pub async fn run(args: HandlerArgs, output: Output) -> anyhow::Result<ExitCode> 
             ))
             .await
             .with_context(|| format!("failed to deploy {}", deploy_args.wasm.display()))?;
+            let route = &deployed.route;
             match output {
-                Output::Json => outln!("{}", serde_json::to_string(&route)?),
+                Output::Json => outln!("{}", serde_json::to_string(&deployed)?),
                 Output::Text => outln!(
-                    "deployed {} → {}{} ({})",
+                    "deployed {} → {}{} ({}); {}",
                     route.job_type,
                     route.digest,
                     route
@@ -194,7 +195,8 @@ pub async fn run(args: HandlerArgs, output: Output) -> anyhow::Result<ExitCode> 
                         .as_deref()
                         .map(|v| format!(" [{v}]"))
                         .unwrap_or_default(),
-                    format::size(route.size_bytes)
+                    format::size(route.size_bytes),
+                    deployed.fleet.describe()
                 ),
             }
         }
@@ -241,12 +243,13 @@ pub async fn run(args: HandlerArgs, output: Output) -> anyhow::Result<ExitCode> 
             match output {
                 Output::Json => outln!("{}", serde_json::to_string(&done)?),
                 Output::Text => outln!(
-                    "rolled back {}: {} → {}",
+                    "rolled back {}: {} → {}; {}",
                     done.route.job_type,
                     done.previous
                         .as_ref()
                         .map_or_else(|| "(removed)".to_string(), describe),
-                    describe(&done.route)
+                    describe(&done.route),
+                    done.fleet.describe()
                 ),
             }
         }

@@ -26,7 +26,9 @@
 //! deploy asks the fleet to compile it ([`fleet::requests::request_compile`]): one
 //! worker holding the fleet key compiles and shares it, so that every worker's first
 //! job of the new version loads native code instead of compiling. The deploy itself
-//! never writes compiled code anywhere. Then the route is updated.
+//! never writes compiled code anywhere. Then the route is updated, and the deploy
+//! asks every live worker to install it and waits for their answers
+//! ([`sync::confirm`]), so that a job enqueued after it returns runs the new version.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -39,6 +41,7 @@ use wasmtime::component::types::ComponentItem;
 use super::cap::compile_cap;
 use super::fleet::{self, requests::FleetCompile};
 use super::memory::memory_minimum;
+use super::sync::{self, FleetRoute};
 use crate::sandbox::bindings::{GuestJob, HandlerError};
 use crate::sandbox::limits::{
     HOSTCALL_BYTES, MAX_CORE_INSTANCES_PER_JOB, MAX_MEMORIES_PER_JOB, MAX_TABLE_ELEMENTS,
@@ -265,6 +268,20 @@ impl DeployOptions {
         wasm: Vec<u8>,
         compile_timeout: Duration,
     ) -> Result<Route, DeployError> {
+        let deployed =
+            Box::pin(self.deploy_confirmed(client, job_type, wasm, compile_timeout)).await?;
+        Ok(deployed.route)
+    }
+
+    /// Like [`DeployOptions::deploy_with_compile_timeout`], and says which live
+    /// workers confirmed that they run the new version.
+    pub async fn deploy_confirmed(
+        self,
+        client: &Client,
+        job_type: &str,
+        wasm: Vec<u8>,
+        compile_timeout: Duration,
+    ) -> Result<Deployed, DeployError> {
         if !jobbox::is_valid_name(job_type) {
             return Err(DeployError::BadJobType(job_type.to_string()));
         }
@@ -317,7 +334,11 @@ impl DeployOptions {
             deployed_by: self.deployed_by,
             size_bytes: wasm.len() as u64,
         };
-        client.set_route(&route).await?;
+        let revision = client.set_route(&route).await?;
+        let fleet = sync::confirm(client, job_type, revision).await;
+        if !fleet.all_current() {
+            tracing::warn!(%job_type, %digest, revision, fleet = %fleet.describe(), "not every live worker confirmed the new version");
+        }
         let mut event = JobEvent::handler(JobEventType::HandlerDeployed, job_type, &digest);
         if let Some(version) = &route.version {
             event = event.with_detail("version", version.clone());
@@ -325,8 +346,18 @@ impl DeployOptions {
         if let Ok(ack) = client.publish_event(&event).await {
             let _ = ack.await;
         }
-        Ok(route)
+        Ok(Deployed { route, fleet })
     }
+}
+
+/// What a deploy did (as JSON: the route's fields and `fleet`).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Deployed {
+    /// The route written.
+    #[serde(flatten)]
+    pub route: Route,
+    /// Which live workers run it now ([`sync::confirm`]).
+    pub fleet: FleetRoute,
 }
 
 /// Stack of the deploy's compiler thread: what a process's main thread gets.

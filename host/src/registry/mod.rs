@@ -16,26 +16,30 @@ mod deploy;
 pub mod fleet;
 mod loader;
 mod memory;
+pub mod sync;
 mod versions;
 mod watch;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use chrono::{DateTime, Utc};
 use jobbox::{Client, ErrorType, Route};
 use serde::Serialize;
+use tokio::sync::watch as signal;
 
 pub use cache::{CacheError, CacheStats, CompileCache, default_cache_dir, engine_key};
 pub use cap::{COMPILE_CAP_BASE, COMPILE_CAP_PER_MIB, compile_cap};
 pub use deploy::{
-    DEPLOY_COMPILE_TIMEOUT, DeployError, DeployOptions, RESULT_ENVELOPE_BYTES, deploy,
+    DEPLOY_COMPILE_TIMEOUT, DeployError, DeployOptions, Deployed, RESULT_ENVELOPE_BYTES, deploy,
     max_output_bytes,
 };
 pub use fleet::{FleetArtifacts, FleetKey, FleetStats};
 pub use loader::{HandlerLoader, WORKER_COMPILE_MARGIN};
 pub use memory::memory_minimum;
+pub use sync::{FleetRoute, ROUTE_SYNC_WAIT, WorkerRoute};
 pub use versions::{
     Rollback, RollbackOptions, RouteVersion, VersionError, current_route, current_routes, history,
     remove, rollback,
@@ -125,6 +129,10 @@ struct WriteState {
     failures: BTreeMap<String, LoadFailure>,
     /// Every load failure recorded so far (for the metrics).
     failures_total: u64,
+    /// Job types whose newest revision seen is a removal.
+    removed: std::collections::BTreeSet<String>,
+    /// Every write to the routes bucket up to this revision has been seen.
+    seen_up_to: u64,
 }
 
 /// Job type → active route, swapped atomically as routes change.
@@ -132,6 +140,10 @@ struct WriteState {
 pub struct RouteTable {
     routes: Arc<ArcSwap<HashMap<String, Arc<ActiveRoute>>>>,
     state: Arc<Mutex<WriteState>>,
+    /// Bumped whenever a route is installed, removed or fails to load.
+    changes: Arc<signal::Sender<u64>>,
+    /// The last reconnect count after which the routes were read again in full.
+    synced: Arc<signal::Sender<u64>>,
     loader: HandlerLoader,
     client: Client,
 }
@@ -142,9 +154,62 @@ impl RouteTable {
         Self {
             routes: Arc::default(),
             state: Arc::default(),
+            changes: Arc::new(signal::channel(0).0),
+            synced: Arc::new(signal::channel(0).0),
             loader,
             client,
         }
+    }
+
+    fn changed(&self) {
+        self.changes.send_modify(|changes| *changes += 1);
+    }
+
+    /// Whether revision `revision` of `job_type`'s route has been dealt with: it (or
+    /// a newer one) is active, failed to load, or was superseded by a newer revision.
+    pub fn settled(&self, job_type: &str, revision: u64) -> bool {
+        let state = self.state();
+        self.get(job_type).is_some_and(|a| a.revision >= revision)
+            || state
+                .failures
+                .get(job_type)
+                .is_some_and(|f| f.revision >= revision)
+            || state.newest.get(job_type).is_some_and(|newest| {
+                *newest > revision || (*newest == revision && state.removed.contains(job_type))
+            })
+    }
+
+    /// Waits at most `within` until [`RouteTable::settled`]; whether it is.
+    pub async fn wait_settled(&self, job_type: &str, revision: u64, within: Duration) -> bool {
+        let mut changes = self.changes.subscribe();
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            if self.settled(job_type, revision) {
+                return true;
+            }
+            match tokio::time::timeout_at(deadline, changes.changed()).await {
+                Ok(Ok(())) => {}
+                Ok(Err(_)) | Err(_) => return self.settled(job_type, revision),
+            }
+        }
+    }
+
+    /// Records that every route was read again in full after reconnect `reconnect`
+    /// (see [`jobbox::Client::reconnects`]).
+    pub fn mark_synced(&self, reconnect: u64) {
+        self.synced.send_if_modified(|synced| {
+            let newer = reconnect > *synced;
+            if newer {
+                *synced = reconnect;
+            }
+            newer
+        });
+    }
+
+    /// The last reconnect after which every route was read again
+    /// ([`RouteTable::mark_synced`]).
+    pub fn synced(&self) -> signal::Receiver<u64> {
+        self.synced.subscribe()
     }
 
     fn state(&self) -> std::sync::MutexGuard<'_, WriteState> {
@@ -180,14 +245,27 @@ impl RouteTable {
     /// Records that revision `revision` of `job_type`'s route exists; true if it is
     /// newer than any seen before.
     pub fn note_revision(&self, job_type: &str, revision: u64) -> bool {
-        let mut state = self.state();
+        let mut guard = self.state();
+        let state = &mut *guard;
         let newest = state.newest.entry(job_type.to_string()).or_default();
         if revision > *newest {
             *newest = revision;
+            state.removed.remove(job_type);
             true
         } else {
             false
         }
+    }
+
+    /// Records that the routes bucket's writes up to `revision` have been seen.
+    pub fn saw(&self, revision: u64) {
+        let mut state = self.state();
+        state.seen_up_to = state.seen_up_to.max(revision);
+    }
+
+    /// The routes bucket's revision up to which every write has been seen.
+    pub fn seen_up_to(&self) -> u64 {
+        self.state().seen_up_to
     }
 
     /// Whether `revision` is the newest revision seen of `job_type`'s route.
@@ -214,6 +292,7 @@ impl RouteTable {
             return Installed::AlreadyActive;
         }
         state.newest.insert(job_type.clone(), active.revision);
+        state.removed.remove(&job_type);
         if state
             .failures
             .get(&job_type)
@@ -227,6 +306,8 @@ impl RouteTable {
             .map(|old| old.route.digest.clone());
         // Writers hold `state`, so nothing changed `routes` since `load`.
         self.routes.store(Arc::new(next));
+        drop(state);
+        self.changed();
         Installed::Replaced(replaced)
     }
 
@@ -240,12 +321,15 @@ impl RouteTable {
         }
         *newest = revision;
         state.failures.remove(job_type);
+        state.removed.insert(job_type.to_string());
         let current = self.routes.load();
         if current.contains_key(job_type) {
             let mut next = HashMap::clone(&current);
             next.remove(job_type);
             self.routes.store(Arc::new(next));
         }
+        drop(state);
+        self.changed();
     }
 
     /// Records that revision `revision` of `route` failed to load; kept (for
@@ -271,6 +355,8 @@ impl RouteTable {
                 serving,
             },
         );
+        drop(state);
+        self.changed();
     }
 
     /// The handler loader.

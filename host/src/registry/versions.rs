@@ -46,6 +46,8 @@ pub struct Rollback {
     pub revision: u64,
     /// The route it replaced; `None` if the job type had been removed.
     pub previous: Option<Route>,
+    /// Which live workers run it now ([`super::sync::confirm`]).
+    pub fleet: super::sync::FleetRoute,
 }
 
 /// Why a version operation was refused.
@@ -175,6 +177,22 @@ pub async fn current_route(
         Some(entry) => Ok(decode_put(&entry)?.map(|route| (entry.revision, route))),
         None => Ok(None),
     }
+}
+
+/// The revision of the removal of `job_type`'s route, if its last write is one.
+pub(crate) async fn removal_revision(
+    client: &Client,
+    job_type: &str,
+) -> Result<Option<u64>, ClientError> {
+    let entry = client
+        .layout()
+        .routes
+        .entry(job_type)
+        .await
+        .map_err(|e| ClientError::nats(format!("read the route of {job_type}"), e))?;
+    Ok(entry
+        .filter(|entry| entry.operation != kv::Operation::Put)
+        .map(|entry| entry.revision))
 }
 
 /// Every current route with its revision, sorted by job type.
@@ -335,10 +353,12 @@ pub async fn rollback(
     if let Ok(ack) = client.publish_event(&event).await {
         let _ = ack.await;
     }
+    let fleet = super::sync::confirm(client, job_type, revision).await;
     Ok(Rollback {
         route,
         revision,
         previous,
+        fleet,
     })
 }
 

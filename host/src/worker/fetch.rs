@@ -24,6 +24,10 @@ const PULL_EXPIRES: Duration = Duration::from_secs(10);
 /// the worker's start (see `Inbox::primed`). A backlog answers far sooner.
 const PRIMING_WAIT: Duration = Duration::from_millis(50);
 
+/// Longest a lane waits after a reconnect for the worker to read its routes again
+/// (a deploy made while it was cut off), before it pulls anyway.
+const ROUTES_RESYNC_WAIT: Duration = Duration::from_secs(10);
+
 /// Pause after a failed pull (NATS unreachable), doubling up to [`MAX_FETCH_BACKOFF`].
 const FETCH_BACKOFF: Duration = Duration::from_millis(100);
 const MAX_FETCH_BACKOFF: Duration = Duration::from_secs(5);
@@ -37,6 +41,8 @@ pub(super) struct LaneConsumer {
     pub ack_wait: Duration,
     /// Changes when the worker's connection is established again.
     pub reconnects: tokio::sync::watch::Receiver<u64>,
+    /// The last reconnect after which the worker read its routes again.
+    pub routes_synced: tokio::sync::watch::Receiver<u64>,
 }
 
 /// Creates (or opens) the durable consumer of each lane of `queue`.
@@ -91,6 +97,7 @@ pub(super) async fn open_lanes(shared: &Shared, queue: &str) -> anyhow::Result<V
             consumer,
             ack_wait,
             reconnects: shared.client.reconnects(),
+            routes_synced: shared.routes.synced(),
         });
     }
     Ok(lanes)
@@ -125,7 +132,23 @@ pub(super) async fn fetch_lane(
     let mut backoff = FETCH_BACKOFF;
     let mut primed = false;
     let mut reconnects = lane.reconnects.clone();
+    let mut routes_synced = lane.routes_synced.clone();
+    let mut resync_after: Option<u64> = None;
     loop {
+        // Cut off, the worker may have missed a deploy: its routes are read again
+        // before this lane takes more jobs, so none runs on a replaced version.
+        if let Some(reconnect) = resync_after.take() {
+            let synced = tokio::time::timeout(
+                ROUTES_RESYNC_WAIT,
+                routes_synced.wait_for(|synced| *synced >= reconnect),
+            );
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                synced = synced => if synced.is_err() {
+                    tracing::warn!(queue = %lane.queue, "routes not read again in time after a reconnect; pulling anyway");
+                },
+            }
+        }
         let want = tokio::select! {
             () = shutdown.cancelled() => return,
             want = inbox.reserve(id) => match want {
@@ -180,6 +203,7 @@ pub(super) async fn fetch_lane(
                 // the server that held it: ask again now rather than when it expires.
                 Ok(()) = reconnects.changed() => {
                     tracing::info!(queue = %lane.queue, lane = lane.lane.token(), "reconnected; pulling again");
+                    resync_after = Some(*reconnects.borrow_and_update());
                     break;
                 }
             };

@@ -327,6 +327,14 @@ impl Worker {
         ))
         .await
         .context("failed to load the current routes")?;
+        // Deploys ask every worker to install the route they wrote (registry/sync.rs).
+        crate::registry::sync::serve(
+            shared.client.clone(),
+            shared.routes.clone(),
+            shared.config.worker_id.clone(),
+            shutdown.clone(),
+        )
+        .await?;
         let started_at = chrono::Utc::now();
         heartbeat::beat(&shared, jobbox::WorkerState::Starting, started_at).await;
         let background = CancellationToken::new();

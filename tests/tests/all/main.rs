@@ -44,6 +44,7 @@ mod poison;
 mod python_client;
 mod readme;
 mod results;
+mod route_sync;
 mod sandbox;
 mod schedules;
 mod scratch;
