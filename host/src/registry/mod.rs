@@ -10,6 +10,7 @@
 //! revision seen for a job type may be installed: a slow load of an older deploy never
 //! overwrites a newer one.
 
+mod answering;
 mod cache;
 mod cap;
 mod deploy;

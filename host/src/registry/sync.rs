@@ -171,37 +171,23 @@ pub async fn serve(
     worker_id: String,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    let mut requests = client
+    let requests = client
         .nats()
         .subscribe(nats::ROUTE_SYNC_SUBJECT)
         .await
         .map_err(|e| anyhow::anyhow!("failed to subscribe to route sync requests: {e}"))?;
-    tokio::spawn(async move {
-        let slots = std::sync::Arc::new(tokio::sync::Semaphore::new(CONCURRENT_SYNCS));
-        loop {
-            let message = tokio::select! {
-                () = shutdown.cancelled() => break,
-                message = requests.next() => message,
-            };
-            let Some(message) = message else { break };
-            let Some(reply_to) = message.reply.clone() else {
-                continue;
-            };
-            let Ok(slot) = std::sync::Arc::clone(&slots).acquire_owned().await else {
-                break;
-            };
-            let (client, table, worker_id) = (client.clone(), table.clone(), worker_id.clone());
-            tokio::spawn(async move {
-                let _slot = slot;
-                let answer = Box::pin(answer(&client, &table, &worker_id, &message.payload)).await;
-                let body = serde_json::to_vec(&answer).unwrap_or_default();
-                if let Err(e) = client.nats().publish(reply_to, body.into()).await {
-                    tracing::warn!(error = %e, "failed to answer a route sync");
-                }
-            });
-        }
-        let _ = requests.unsubscribe().await;
-    });
+    let answering = client.clone();
+    super::answering::answer_each(
+        client,
+        requests,
+        shutdown,
+        CONCURRENT_SYNCS,
+        "route sync",
+        move |payload| {
+            let (client, table, worker_id) = (answering.clone(), table.clone(), worker_id.clone());
+            async move { Box::pin(answer(&client, &table, &worker_id, &payload)).await }
+        },
+    );
     Ok(())
 }
 

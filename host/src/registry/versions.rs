@@ -167,13 +167,7 @@ pub async fn current_route(
     client: &Client,
     job_type: &str,
 ) -> Result<Option<(u64, Route)>, ClientError> {
-    let entry = client
-        .layout()
-        .routes
-        .entry(job_type)
-        .await
-        .map_err(|e| ClientError::nats(format!("read the route of {job_type}"), e))?;
-    match entry {
+    match last_entry(client, job_type).await? {
         Some(entry) => Ok(decode_put(&entry)?.map(|route| (entry.revision, route))),
         None => Ok(None),
     }
@@ -184,15 +178,20 @@ pub(crate) async fn removal_revision(
     client: &Client,
     job_type: &str,
 ) -> Result<Option<u64>, ClientError> {
-    let entry = client
+    Ok(last_entry(client, job_type)
+        .await?
+        .filter(|entry| entry.operation != kv::Operation::Put)
+        .map(|entry| entry.revision))
+}
+
+/// The last write of `job_type`'s route (a put or a removal), if any.
+async fn last_entry(client: &Client, job_type: &str) -> Result<Option<kv::Entry>, ClientError> {
+    client
         .layout()
         .routes
         .entry(job_type)
         .await
-        .map_err(|e| ClientError::nats(format!("read the route of {job_type}"), e))?;
-    Ok(entry
-        .filter(|entry| entry.operation != kv::Operation::Put)
-        .map(|entry| entry.revision))
+        .map_err(|e| ClientError::nats(format!("read the route of {job_type}"), e))
 }
 
 /// Every current route with its revision, sorted by job type.

@@ -19,9 +19,7 @@ use async_nats::RequestErrorKind;
 use futures::StreamExt as _;
 use jobbox::{Client, nats};
 use serde::{Deserialize, Serialize};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
 use super::CLAIM_GRACE;
@@ -161,14 +159,20 @@ pub async fn serve(
         .queue_subscribe(nats::COMPILE_SUBJECT, nats::COMPILE_QUEUE_GROUP.into())
         .await
         .map_err(|e| anyhow::anyhow!("failed to subscribe to compile requests: {e}"))?;
-    answer_each(
-        client.clone(),
-        loader.clone(),
-        preloads,
-        shutdown.clone(),
-        Request::Preload,
-    );
-    answer_each(client, loader, requests, shutdown, Request::Compile);
+    for (requests, kind) in [(preloads, Request::Preload), (requests, Request::Compile)] {
+        let loader = loader.clone();
+        crate::registry::answering::answer_each(
+            client.clone(),
+            requests,
+            shutdown.clone(),
+            CONCURRENT_REQUESTS,
+            kind.name(),
+            move |payload| {
+                let loader = loader.clone();
+                async move { kind.answer(&loader, &payload).await }
+            },
+        );
+    }
     Ok(())
 }
 
@@ -195,42 +199,6 @@ impl Request {
             Self::Preload => "preload",
         }
     }
-}
-
-/// Answers the requests of `requests` until `shutdown`, [`CONCURRENT_REQUESTS`] at
-/// a time.
-fn answer_each(
-    client: Client,
-    loader: HandlerLoader,
-    mut requests: async_nats::Subscriber,
-    shutdown: CancellationToken,
-    kind: Request,
-) {
-    tokio::spawn(async move {
-        let slots = Arc::new(Semaphore::new(CONCURRENT_REQUESTS));
-        loop {
-            let message = tokio::select! {
-                () = shutdown.cancelled() => break,
-                message = requests.next() => message,
-            };
-            let Some(message) = message else { break };
-            let Some(reply_to) = message.reply.clone() else {
-                continue;
-            };
-            let (client, loader, slots) = (client.clone(), loader.clone(), Arc::clone(&slots));
-            tokio::spawn(async move {
-                let Ok(_slot) = slots.acquire_owned().await else {
-                    return;
-                };
-                let reply = kind.answer(&loader, &message.payload).await;
-                let body = serde_json::to_vec(&reply).unwrap_or_default();
-                if let Err(e) = client.nats().publish(reply_to, body.into()).await {
-                    tracing::warn!(error = %e, request = kind.name(), "failed to answer a fleet request");
-                }
-            });
-        }
-        let _ = requests.unsubscribe().await;
-    });
 }
 
 /// The answer to one preload request: the handler loaded, if the fleet has an
