@@ -113,7 +113,7 @@ pub struct Client {
     js: jetstream::Context,
     layout: Layout,
     /// Result reads that follow a change of the bucket's read mode.
-    results: Arc<crate::result_reads::ResultReads>,
+    pub(crate) results: Arc<crate::result_reads::ResultReads>,
     /// How many times the connection was established again after a loss.
     reconnects: tokio::sync::watch::Receiver<u64>,
 }

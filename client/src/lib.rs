@@ -28,6 +28,7 @@ mod jobs;
 pub mod layout;
 pub mod model;
 pub mod nats;
+mod result_batch;
 mod result_reads;
 pub mod schedules;
 pub mod trace;
@@ -42,6 +43,7 @@ pub use client::{
 };
 pub use error::{ClientError, is_store_full};
 pub use jobs::{COUNTERS, CancelOutcome, final_event_id};
+pub use result_batch::{MAX_RESULT_BATCH, ResultBatchReader};
 
 pub use model::batch::{
     ENQUEUE_ABANDONED_AFTER, ENQUEUE_LEASE_REFRESH, MAX_BATCH_ID_LEN, MAX_BATCH_JOBS, batch_job_id,

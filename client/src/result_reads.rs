@@ -51,3 +51,13 @@ impl ResultReads {
         fresh.get(key).await
     }
 }
+
+impl ResultReads {
+    /// The bucket as read now, and whether it answers direct gets (one server) rather
+    /// than reads from its leader (replicas).
+    pub(crate) fn current(&self) -> (Arc<kv::Store>, bool) {
+        let store = self.store.load_full();
+        let direct = store.stream.cached_info().config.allow_direct;
+        (store, direct)
+    }
+}

@@ -478,7 +478,7 @@ impl Job {
     }
 }
 
-fn check_name(field: &'static str, value: &str) -> Result<(), InvalidJob> {
+pub(crate) fn check_name(field: &'static str, value: &str) -> Result<(), InvalidJob> {
     if value.is_empty() {
         return Err(InvalidJob::Empty { field });
     }

@@ -255,13 +255,27 @@ pub async fn run(args: BenchArgs, output: Output) -> anyhow::Result<ExitCode> {
             return anyhow::Ok(());
         }
         match rate {
+            // Open loop: a job is sent at each tick whether or not the ones before
+            // it are stored yet, as independent users would send them. Waiting for
+            // each enqueue in turn would cap the rate at one per round trip and hide
+            // the queueing a loaded server adds (coordinated omission).
             Some(rate) => {
                 let mut ticker =
                     tokio::time::interval(Duration::from_secs_f64(1.0 / f64::from(rate.max(1))));
+                let mut in_flight = futures::stream::FuturesUnordered::new();
                 for job in jobs {
-                    ticker.tick().await;
+                    loop {
+                        tokio::select! {
+                            _ = ticker.tick() => break,
+                            Some(stored) = in_flight.next() => stored?,
+                        }
+                    }
                     let _ = sent_tx.send((job.id.clone(), Instant::now()));
-                    enqueue_client.enqueue(&job).await?;
+                    let client = enqueue_client.clone();
+                    in_flight.push(async move { client.enqueue(&job).await.map(drop) });
+                }
+                while let Some(stored) = in_flight.next().await {
+                    stored?;
                 }
             }
             None => {

@@ -202,7 +202,7 @@ async fn read_result(
     let mut since_extended = Duration::ZERO;
     let mut warned = false;
     loop {
-        match shared.client.result_bytes(key).await {
+        match shared.result_checks.get(key).await {
             Ok(existing) => return Some(existing),
             Err(e) if !warned => {
                 tracing::warn!(error = %e, "cannot read results; trying again with a growing backoff");

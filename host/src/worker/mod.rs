@@ -13,6 +13,7 @@ mod heartbeat;
 mod inbox;
 mod native;
 mod record;
+mod result_checks;
 mod running;
 mod scheduler;
 mod store;
@@ -167,6 +168,8 @@ pub(crate) struct Shared {
     pub cancelled: cancels::RecentCancels,
     /// Publishes events, collecting their acks in the background.
     pub events: events::EventSink,
+    /// Looks up jobs' results before they run, many in one read under load.
+    pub result_checks: result_checks::ResultChecks,
     /// Per-queue counts not yet flushed.
     pub queue_counters: counters::QueueCounters,
     /// Active batches, as the batch tracker last saw them.
@@ -251,6 +254,7 @@ impl Worker {
         }
         let routes = RouteTable::new(client.clone(), loader);
         let (events, event_acks) = events::EventSink::start(client.clone());
+        let result_checks = result_checks::ResultChecks::start(client.clone());
         let metrics_listener = match config.metrics_addr {
             Some(addr) => Some(
                 tokio::net::TcpListener::bind(addr)
@@ -282,6 +286,7 @@ impl Worker {
                 running: RunningJobs::default(),
                 cancelled: cancels::RecentCancels::default(),
                 events,
+                result_checks,
                 queue_counters: counters::QueueCounters::default(),
                 batches: batches::BatchBook::default(),
                 metrics,

@@ -564,3 +564,61 @@ async fn the_first_connection_is_not_a_reconnect_and_a_server_restart_is() {
         .expect("the client is alive");
     assert_eq!(*reconnects.borrow_and_update(), 1);
 }
+
+/// Issue 9's reliability bar for the per-job path: 20,000 jobs on two worker
+/// processes, one killed with SIGKILL midway, end with exactly 20,000 results, one
+/// terminal event each, and no handler started after its job's result was stored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn twenty_thousand_jobs_on_two_workers_one_killed_midway_end_once_each() {
+    const JOBS: usize = 20_000;
+    let server = NatsServer::start();
+    let client = Client::connect(&server.url()).await.expect("connect");
+    deploy_guest(&client, "echo", guests::ECHO).await;
+    let args = [
+        "--queue",
+        "kill9",
+        "--concurrency",
+        "64",
+        "--ack-wait",
+        "2s",
+    ];
+    let mut doomed = KillOnDrop(spawn_worker_process(&server.url(), &args));
+    let _other = KillOnDrop(spawn_worker_process(&server.url(), &args));
+    let jobs: Vec<Job> = (0..JOBS)
+        .map(|n| {
+            Job::json("echo", &json!({ "n": n }))
+                .expect("encodes")
+                .queue("kill9")
+        })
+        .collect();
+    let started = Instant::now();
+    enqueue_all(&client, &jobs).await;
+    until_results(&client, JOBS as u64 / 2, Duration::from_secs(240)).await;
+    let at_kill = results_stored(&client).await;
+    doomed.0.kill().expect("SIGKILL a worker");
+    doomed.0.wait().expect("reap the killed worker");
+    until_results(&client, JOBS as u64, Duration::from_secs(240)).await;
+    let took = started.elapsed();
+    wait_settled(&client, "kill9", Duration::from_secs(60)).await;
+
+    assert_eq!(
+        results_stored(&client).await,
+        JOBS as u64,
+        "one result per job"
+    );
+    let results = results_of(&client, &jobs).await;
+    let mut by_worker: HashMap<&str, usize> = HashMap::new();
+    for stored in results.values() {
+        let result = &stored.result;
+        assert_eq!(result.status, JobStatus::Completed, "{}", brief(result));
+        *by_worker.entry(result.worker_id.as_str()).or_default() += 1;
+    }
+    assert_eq!(by_worker.len(), 2, "both workers ran jobs: {by_worker:?}");
+    let trails = trails_once_ended(&client, &jobs, &results, Duration::from_secs(30)).await;
+    let runs = one_end_each(&trails, &jobs);
+    println!(
+        "{JOBS} jobs in {took:?}, SIGKILL at {at_kill} results; results by worker \
+         {by_worker:?}; jobs by STARTED count {runs:?} (a job started twice was held by \
+         the killed worker and redelivered after ack_wait, none after its result)"
+    );
+}

@@ -43,6 +43,7 @@ mod metrics;
 mod poison;
 mod python_client;
 mod readme;
+mod result_checks;
 mod results;
 mod route_sync;
 mod sandbox;
