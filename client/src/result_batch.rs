@@ -5,8 +5,9 @@
 //! A worker looks up the result of every delivery before it runs the job; under load
 //! many lookups are due at once, and one request for all of them costs the server
 //! one request instead of one per job. Where the bucket is read from its leader
-//! (replicas: direct gets are off, being served by any copy), or a key is not a valid
-//! name, the keys are read one by one as [`Client::result_bytes`] does.
+//! (replicas: direct gets are off, being served by any copy), the keys are read one
+//! by one as [`Client::result_bytes`] does; a key that is not a valid job id is
+//! refused before anything is sent.
 
 use std::collections::HashMap;
 use std::time::Duration;

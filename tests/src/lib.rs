@@ -88,6 +88,17 @@ pub async fn wait_result(client: &Client, job_id: &str, timeout: Duration) -> Jo
         .unwrap_or_else(|e| panic!("no result for job {job_id}: {e}"))
 }
 
+/// A compile cache directory beside the test binary (`target/<profile>/<name>`), for
+/// workers that run large components (Python, JavaScript): each is compiled by a
+/// worker once per build of the tests instead of once per test.
+pub fn test_compile_cache(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("current exe");
+    exe.parent()
+        .and_then(|deps| deps.parent())
+        .expect("test binary lives in target/<profile>/deps")
+        .join(name)
+}
+
 /// The `jobbox` binary built alongside the tests (`$JOBBOX_BIN` overrides).
 pub fn jobbox_bin() -> PathBuf {
     if let Some(path) = std::env::var_os("JOBBOX_BIN") {

@@ -55,7 +55,8 @@ pub struct BenchArgs {
     /// Payload size in bytes.
     #[arg(long, default_value_t = 64)]
     payload_bytes: usize,
-    /// Enqueue at this many jobs/s (one at a time) instead of as fast as possible;
+    /// Enqueue at this many jobs/s (one job per tick, sent whether or not the ones
+    /// before are stored yet) instead of as fast as possible;
     /// use about half the measured throughput to measure latency at half load.
     #[arg(long)]
     rate: Option<u32>,

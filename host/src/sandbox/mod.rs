@@ -45,6 +45,8 @@ struct Inner {
     config: EngineConfig,
     /// Where jobs' scratch directories are made; `None`: jobs that ask for one fail.
     scratch: Option<ScratchArea>,
+    /// One compile at a time (see [`Sandbox::load`]).
+    compiles: tokio::sync::Semaphore,
 }
 
 impl std::fmt::Debug for Sandbox {
@@ -78,6 +80,7 @@ impl Sandbox {
                 linker,
                 config,
                 scratch,
+                compiles: tokio::sync::Semaphore::new(1),
             }),
         })
     }
@@ -104,11 +107,24 @@ impl Sandbox {
     /// Validates and compiles a handler on a blocking thread, giving up after
     /// `timeout` (the compile thread is left to finish on its own; Cranelift cannot
     /// be stopped midway).
+    ///
+    /// Compiles wait for each other: wasmtime spreads one compile over every core, so
+    /// two at once only make each slower, and a worker starting with several large
+    /// handlers (Python, JavaScript) would have them reach their caps on a busy
+    /// machine and refuse what the deploy accepted. `timeout` counts from the start
+    /// of this compile, not the wait; a compile that reached its cap gives the next
+    /// one its turn.
     pub async fn load(
         &self,
         bytes: Arc<[u8]>,
         timeout: std::time::Duration,
     ) -> Result<Handler, LoadError> {
+        let _turn = self
+            .inner
+            .compiles
+            .acquire()
+            .await
+            .map_err(|_| LoadError::Compile("the sandbox is closed".into()))?;
         let sandbox = self.clone();
         let compile = tokio::task::spawn_blocking(move || Handler::compile(&sandbox, &bytes));
         match tokio::time::timeout(timeout, compile).await {

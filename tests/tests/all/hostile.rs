@@ -1182,6 +1182,10 @@ async fn python_guests_fail_as_rust_ones_do() {
     // waiting for its handler must be neither delivered twice nor given up on.
     let mut config = worker_config(2);
     config.ack_wait = Duration::from_secs(120);
+    // Each interpreter is compiled by a worker once per build of the tests.
+    config.cache_dir = Some(jobbox_tests::test_compile_cache(
+        "hostile-python-compile-cache",
+    ));
     let worker = RunningWorker::start(&server.url(), config).await;
     // Fuel for a few seconds of looping, not the default's minutes in a debug build.
     let fuel = JobLimits {

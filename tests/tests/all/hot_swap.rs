@@ -1098,11 +1098,13 @@ fn restart_guests() -> Vec<String> {
     paths
 }
 
-/// What a worker does before it takes jobs: build its sandbox, load every route.
+/// What a worker does before it takes jobs: build its sandbox, load every route
+/// (all `routes` of them: a worker's start waits a bounded time for loads, and
+/// compiling two interpreters in a debug build beside other tests can take longer).
 /// How long that took, and the table. (A function of its own, boxed by the caller:
 /// inline in a test's body its future overflowed the test thread's stack in a debug
 /// build.)
-async fn start_worker(client: &Client, cache_dir: &Path) -> (Duration, RouteTable) {
+async fn start_worker(client: &Client, cache_dir: &Path, routes: usize) -> (Duration, RouteTable) {
     let started = Instant::now();
     let sandbox = Sandbox::new(EngineConfig {
         concurrency: CONCURRENCY,
@@ -1115,6 +1117,10 @@ async fn start_worker(client: &Client, cache_dir: &Path) -> (Duration, RouteTabl
         .expect("open the cache");
     let shutdown = CancellationToken::new();
     let table = watched_table(client, loader, &shutdown).await;
+    eventually("every route loaded", Duration::from_secs(300), || {
+        table.digests().len() == routes
+    })
+    .await;
     let ready = started.elapsed();
     shutdown.cancel();
     (ready, table)
@@ -1141,7 +1147,7 @@ async fn a_restarted_worker_with_20_handlers_is_ready_sooner_with_the_compile_ca
     let distinct = digests.len() as u64;
     let cache_dir = tempfile::tempdir().expect("temp dir");
 
-    let (cold, cold_table) = Box::pin(start_worker(&client, cache_dir.path())).await;
+    let (cold, cold_table) = Box::pin(start_worker(&client, cache_dir.path(), JOB_TYPES)).await;
     assert_eq!(cold_table.digests().len(), JOB_TYPES);
     let stats = cold_table.loader().cache_stats();
     assert_eq!(
@@ -1150,7 +1156,7 @@ async fn a_restarted_worker_with_20_handlers_is_ready_sooner_with_the_compile_ca
         "{stats:?}"
     );
 
-    let (warm, warm_table) = Box::pin(start_worker(&client, cache_dir.path())).await;
+    let (warm, warm_table) = Box::pin(start_worker(&client, cache_dir.path(), JOB_TYPES)).await;
     assert_eq!(warm_table.digests().len(), JOB_TYPES);
     let stats = warm_table.loader().cache_stats();
     assert_eq!(

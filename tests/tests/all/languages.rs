@@ -38,18 +38,13 @@ async fn deploy(client: &Client, job_type: &str, path: &str) {
 /// A worker on [`QUEUE`] with a compile cache beside the test binary, so that a
 /// component is compiled by a worker once per build of the tests.
 async fn start_worker(server: &NatsServer) -> RunningWorker {
-    let exe = std::env::current_exe().expect("current exe");
-    let profile_dir = exe
-        .parent()
-        .and_then(std::path::Path::parent)
-        .expect("the test binary lives in target/<profile>/deps");
     let mut config = WorkerConfig::new(vec![QUEUE.to_string()]);
     config.concurrency = 2;
     // Generous: a job that waits for its handler's first compile must not be
     // delivered twice.
     config.ack_wait = Duration::from_secs(120);
     config.shutdown_grace = Duration::from_secs(10);
-    config.cache_dir = Some(profile_dir.join("languages-compile-cache"));
+    config.cache_dir = Some(jobbox_tests::test_compile_cache("languages-compile-cache"));
     RunningWorker::start(&server.url(), config).await
 }
 
