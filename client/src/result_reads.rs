@@ -50,9 +50,7 @@ impl ResultReads {
         self.store.store(Arc::clone(&fresh));
         fresh.get(key).await
     }
-}
 
-impl ResultReads {
     /// The bucket as read now, and whether it answers direct gets (one server) rather
     /// than reads from its leader (replicas).
     pub(crate) fn current(&self) -> (Arc<kv::Store>, bool) {

@@ -88,15 +88,21 @@ pub async fn wait_result(client: &Client, job_id: &str, timeout: Duration) -> Jo
         .unwrap_or_else(|e| panic!("no result for job {job_id}: {e}"))
 }
 
-/// A compile cache directory beside the test binary (`target/<profile>/<name>`), for
-/// workers that run large components (Python, JavaScript): each is compiled by a
-/// worker once per build of the tests instead of once per test.
-pub fn test_compile_cache(name: &str) -> PathBuf {
+/// The directory of this build's binaries, `target/<profile>`, from the running
+/// test binary (`target/<profile>/deps/<test binary>`).
+fn profile_dir() -> PathBuf {
     let exe = std::env::current_exe().expect("current exe");
     exe.parent()
         .and_then(|deps| deps.parent())
         .expect("test binary lives in target/<profile>/deps")
-        .join(name)
+        .to_path_buf()
+}
+
+/// A compile cache directory beside the test binary (`target/<profile>/<name>`), for
+/// workers that run large components (Python, JavaScript): each is compiled by a
+/// worker once per build of the tests instead of once per test.
+pub fn test_compile_cache(name: &str) -> PathBuf {
+    profile_dir().join(name)
 }
 
 /// The `jobbox` binary built alongside the tests (`$JOBBOX_BIN` overrides).
@@ -104,13 +110,7 @@ pub fn jobbox_bin() -> PathBuf {
     if let Some(path) = std::env::var_os("JOBBOX_BIN") {
         return PathBuf::from(path);
     }
-    // target/<profile>/deps/<test binary> → target/<profile>/jobbox
-    let exe = std::env::current_exe().expect("current exe");
-    let profile_dir = exe
-        .parent()
-        .and_then(|deps| deps.parent())
-        .expect("test binary lives in target/<profile>/deps");
-    let bin = profile_dir.join("jobbox");
+    let bin = profile_dir().join("jobbox");
     assert!(
         bin.is_file(),
         "{} not found: build it with `cargo build -p jobbox-host` (or set JOBBOX_BIN)",
